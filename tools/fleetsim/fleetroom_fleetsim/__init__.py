@@ -1,0 +1,1 @@
+"""Simulated printer fleets on loopback: snmpsim for behaviour, snmpd for load."""
