@@ -177,17 +177,27 @@ def profile_files(directories: Iterable[Path]) -> list[Path]:
 
 @dataclass(frozen=True)
 class ResolvedProfile:
-    """A profile with everything it inherits folded in (child wins by name)."""
+    """A profile with everything it inherits folded in.
+
+    ``identity`` and ``counters`` keep every rule for a name, most specific first:
+    when the vendor's serial OID gives nothing, prtGeneralSerialNumber still can.
+    """
 
     name: str
     chain: tuple[str, ...]
     device_kind: str | None
-    identity: dict[str, ValueRule]
+    identity: dict[str, tuple[ValueRule, ...]]
     collect: tuple[str, ...]
-    counters: dict[str, CounterRule]
+    counters: dict[str, tuple[CounterRule, ...]]
     counter_tables: tuple[CounterTable, ...]
     decoders: tuple[DecoderRule, ...]
     status_oids: tuple[str, ...]
+    origin: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    """``id(rule)`` → name of the profile file that holds it, for provenance."""
+
+    def origin_of(self, rule: object) -> str:
+        """Which profile in the chain a rule came from."""
+        return self.origin.get(id(rule), self.name)
 
 
 @dataclass
@@ -213,23 +223,28 @@ class ProfileSet:
         if name in self._resolved:
             return self._resolved[name]
         chain = _chain(name, self.profiles)
-        identity: dict[str, ValueRule] = {}
-        counters: dict[str, CounterRule] = {}
+        identity: dict[str, tuple[ValueRule, ...]] = {}
+        counters: dict[str, tuple[CounterRule, ...]] = {}
         collect: list[str] = []
         tables: list[CounterTable] = []
         decoders: list[DecoderRule] = []
         status: list[str] = []
         kind: str | None = None
+        origin: dict[int, str] = {}
         for n in chain:
             p = self.profiles[n].profile
-            identity.update(p.identity)
-            counters.update({c.name: c for c in p.counters})
+            for rule in (*p.identity.values(), *p.counters, *p.counter_tables, *p.decoders):
+                origin[id(rule)] = n
+            for key, rule in p.identity.items():
+                identity[key] = (rule, *identity.get(key, ()))
+            for c in p.counters:
+                counters[c.name] = (c, *counters.get(c.name, ()))
             collect.extend(c for c in p.collect if c not in collect)
             tables.extend(p.counter_tables)
             decoders.extend(p.decoders)
             status.extend(o for o in p.status_oids if o not in status)
             kind = p.device_kind or kind
         resolved = ResolvedProfile(name, tuple(chain), kind, identity, tuple(collect), counters,
-                                   tuple(tables), tuple(decoders), tuple(status))
+                                   tuple(tables), tuple(decoders), tuple(status), origin)
         self._resolved[name] = resolved
         return resolved

@@ -119,6 +119,9 @@ class Counter(_Model):
     value: int = Field(ge=0)
     unit: CounterUnit = "impressions"
     source: str
+    width: Literal[32, 64] | None = None
+    """Bit width when the value is an SNMP Counter32/Counter64 that wraps; the
+    server uses it to compute usage across a wrap (see :func:`counter_delta`)."""
 
 
 class RawCounter(_Model):
@@ -219,7 +222,7 @@ class ProfileMatch(_Model):
 class Reading(_Model):
     """A complete, honest snapshot of one device at one moment."""
 
-    schema_: Literal["fleetroom.reading/1"] = Field(SCHEMA_V1, alias="schema")
+    schema_: Literal["fleetroom.reading/1"] = Field("fleetroom.reading/1", alias="schema")
     taken_at: datetime
     duration_ms: Annotated[int, Field(ge=0)] = 0
     target: str
@@ -248,3 +251,20 @@ class Reading(_Model):
     def to_json(self) -> str:
         """Wire JSON: aliases (``schema``, ``class``), no ``None`` padding stripped."""
         return self.model_dump_json(by_alias=True)
+
+
+def counter_delta(old: int, new: int, width: int | None) -> int | None:
+    """Usage between two readings of a cumulative counter.
+
+    A Counter32 that passed 2**32 starts again near zero; the true usage is then
+    ``new + 2**32 - old``.  We accept that reading only when it is plausible (less
+    than a quarter of the counter's range), because a smaller value can also mean
+    the device was replaced or its counter reset, which must not be billed as
+    billions of pages.  ``None`` means "not a usage; investigate".
+    """
+    if new >= old:
+        return new - old
+    if width is None:
+        return None
+    wrapped = new + (1 << width) - old
+    return wrapped if wrapped < (1 << width) // 4 else None

@@ -81,8 +81,9 @@ class SnmpSimulator:
         self._workdir = Path(tempfile.mkdtemp(prefix="fleetsim-"))
         cache = self._workdir / "cache"
         cache.mkdir()
-        os.chmod(self._workdir, 0o755)
-        os.chmod(cache, 0o777)
+        # snmpsim drops to 'nobody' before it writes its index files.
+        os.chmod(self._workdir, 0o755)  # noqa: S103
+        os.chmod(cache, 0o777)  # noqa: S103
         log = self._workdir / "snmpsim.log"
         endpoint = (f"[{self.host}]:{self.port}" if ":" in self.host
                     else f"{self.host}:{self.port}")
