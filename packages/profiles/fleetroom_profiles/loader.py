@@ -78,8 +78,17 @@ def _nearest_line(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) ->
 
 def parse_profile(text: str, path: str) -> tuple[Profile | None, list[ProfileProblem]]:
     """Parse one profile file's text.  Never raises for bad input; returns problems."""
+    profile, problems, _ = _parse(text, path)
+    return profile, problems
+
+
+LineMap = dict[tuple[Any, ...], int]
+
+
+def _parse(text: str, path: str) -> tuple[Profile | None, list[ProfileProblem], LineMap]:
     if len(text.encode()) > MAX_PROFILE_BYTES:
-        return None, [ProfileProblem(path, None, f"file larger than {MAX_PROFILE_BYTES} bytes")]
+        return None, [ProfileProblem(path, None,
+                                     f"file larger than {MAX_PROFILE_BYTES} bytes")], {}
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -87,21 +96,25 @@ def parse_profile(text: str, path: str) -> tuple[Profile | None, list[ProfilePro
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        return None, [ProfileProblem(path, line, f"YAML syntax: {problem}")]
+        return None, [ProfileProblem(path, line, f"YAML syntax: {problem}")], {}
     if not isinstance(data, dict) or node is None:
-        return None, [ProfileProblem(path, 1, "a profile must be a YAML mapping")]
+        return None, [ProfileProblem(path, 1, "a profile must be a YAML mapping")], {}
     data.setdefault("name", Path(path).stem)
+    lines = _line_index(node)
     try:
-        return Profile.model_validate(data), []
+        return Profile.model_validate(data), [], lines
     except ValidationError as exc:
-        lines = _line_index(node)
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            field_path = ".".join(str(p) for p in loc) or "(top level)"
+            # A single rule is accepted where a list is allowed; don't show the
+            # list index the author never wrote.
+            shown = [p for i, p in enumerate(loc)
+                     if not isinstance(p, int) or (*loc[:i], p) in lines]
+            field_path = ".".join(str(p) for p in shown) or "(top level)"
             problems.append(ProfileProblem(path, _nearest_line(lines, loc),
                                            f"{field_path}: {err['msg']}"))
-        return None, problems
+        return None, problems, lines
 
 
 def load_files(paths: Iterable[Path]) -> tuple[dict[str, LoadedProfile], list[ProfileProblem]]:
@@ -109,40 +122,45 @@ def load_files(paths: Iterable[Path]) -> tuple[dict[str, LoadedProfile], list[Pr
     (so a local override directory can replace a shipped profile)."""
     loaded: dict[str, LoadedProfile] = {}
     problems: list[ProfileProblem] = []
+    lines: dict[str, LineMap] = {}
     for p in paths:
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(ProfileProblem(str(p), None, f"cannot read: {exc}"))
             continue
-        profile, found = parse_profile(text, str(p))
+        profile, found, line_map = _parse(text, str(p))
         problems.extend(found)
         if profile is not None:
             loaded[profile.name] = LoadedProfile(profile, str(p))
-    problems.extend(_check_references(loaded))
+            lines[str(p)] = line_map
+    problems.extend(_check_references(loaded, lines))
     return loaded, problems
 
 
-def _check_references(loaded: Mapping[str, LoadedProfile]) -> list[ProfileProblem]:
+def _check_references(loaded: Mapping[str, LoadedProfile],
+                      lines: Mapping[str, LineMap]) -> list[ProfileProblem]:
     from .decoders import registered_decoders
 
     problems = []
     known_decoders = registered_decoders()
     for name, lp in loaded.items():
-        for parent in lp.profile.extends:
+        line_map = lines.get(lp.path, {})
+        for i, parent in enumerate(lp.profile.extends):
             if parent not in loaded:
-                problems.append(ProfileProblem(lp.path, None,
+                problems.append(ProfileProblem(lp.path, _nearest_line(line_map, ("extends", i)),
                                                f"extends unknown profile {parent!r}"))
-        for d in lp.profile.decoders:
+        for i, d in enumerate(lp.profile.decoders):
             if d.decoder not in known_decoders:
                 problems.append(ProfileProblem(
-                    lp.path, None,
+                    lp.path, _nearest_line(line_map, ("decoders", i, "decoder")),
                     f"decoder {d.decoder!r} is not registered (known: "
                     f"{', '.join(sorted(known_decoders))})"))
         try:
             _chain(name, loaded)
         except ValueError as exc:
-            problems.append(ProfileProblem(lp.path, None, str(exc)))
+            problems.append(ProfileProblem(lp.path, _nearest_line(line_map, ("extends",)),
+                                           str(exc)))
     return problems
 
 
@@ -233,10 +251,11 @@ class ProfileSet:
         origin: dict[int, str] = {}
         for n in chain:
             p = self.profiles[n].profile
-            for rule in (*p.identity.values(), *p.counters, *p.counter_tables, *p.decoders):
+            for rule in (*(r for rules in p.identity.values() for r in rules), *p.counters,
+                         *p.counter_tables, *p.decoders):
                 origin[id(rule)] = n
-            for key, rule in p.identity.items():
-                identity[key] = (rule, *identity.get(key, ()))
+            for key, rules in p.identity.items():
+                identity[key] = (*rules, *identity.get(key, ()))
             for c in p.counters:
                 counters[c.name] = (c, *counters.get(c.name, ()))
             collect.extend(c for c in p.collect if c not in collect)

@@ -12,9 +12,16 @@ validation, so no OID enters the product without a reason to trust it.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 _OID_RE = re.compile(r"^\.?[0-2](\.\d+)+$")
 
@@ -159,13 +166,21 @@ class Profile(_Strict):
     """Abstract profiles hold shared rules and are never chosen for a device themselves."""
     match: list[MatchRule] = Field(default_factory=list)
     device_kind: DeviceKind | None = None
-    identity: dict[IdentityField, ValueRule] = Field(default_factory=dict)
+    identity: dict[IdentityField, list[ValueRule]] = Field(default_factory=dict)
+    """One rule, or a list tried in order (e.g. a vendor OID, then the sysDescr)."""
     collect: list[StandardCollector] = Field(default_factory=list)
     counters: list[CounterRule] = Field(default_factory=list)
     counter_tables: list[CounterTable] = Field(default_factory=list)
     decoders: list[DecoderRule] = Field(default_factory=list)
     status_oids: list[Oid] = Field(default_factory=list)
     """OIDs for the cheap "has anything changed?" cycle, read in one PDU."""
+
+    @field_validator("identity", mode="before")
+    @classmethod
+    def _single_rule_is_a_list(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _concrete_needs_match(self) -> Profile:
