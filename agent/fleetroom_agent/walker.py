@@ -36,9 +36,7 @@ def serial_oids(profiles: ProfileSet) -> list[str]:
     """Every OID any profile reads a serial, name or asset number from."""
     out = []
     for lp in profiles.profiles.values():
-        rule = lp.profile.identity.get("serial")
-        if rule is not None and rule.oid:
-            out.append(rule.oid)
+        out.extend(rule.oid for rule in lp.profile.identity.get("serial", []) if rule.oid)
     return out
 
 

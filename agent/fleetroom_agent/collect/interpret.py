@@ -278,3 +278,5 @@ def _missing_sections(snap: DeviceSnapshot, profile: ResolvedProfile, r: Reading
         r.missing.append(Missing(field=field, reason=reason))
     if "printer-alerts" not in profile.collect:
         r.missing.append(Missing(field="alerts", reason="no-profile-rule"))
+    if r.counter("total") is None and not any(m.field == "counters.total" for m in r.missing):
+        r.missing.append(Missing(field="counters.total", reason="no-profile-rule"))

@@ -40,7 +40,9 @@ class DeviceSnapshot:
             if oid.startswith(root + "."):
                 return "timeout"
         got = self.gets.get(oid)
-        if isinstance(got, Absent) and got is Absent.ERROR:
+        if got is Absent.NO_RESPONSE:
+            return "timeout"
+        if got is Absent.ERROR:
             return "error"
         return "not-supported"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,7 +91,7 @@ class SnmpSimulator:
         endpoint_flag = "--agent-udpv6-endpoint" if ":" in self.host else "--agent-udpv4-endpoint"
         cmd = [_responder(), *_process_user_args(), f"--cache-dir={cache}",
                "--log-level=error", "--v3-engine-id=auto"]
-        cmd += [f"--data-dir={d}" for d in self.data_dirs]
+        cmd += [f"--data-dir={d}" for d in self._stage_data()]
         for u in self.v3_users:
             cmd += u.args()
         cmd += [f"{endpoint_flag}={endpoint}"]
@@ -100,12 +101,48 @@ class SnmpSimulator:
         while time.monotonic() < deadline:
             text = log.read_text(errors="replace")
             if "Listening at" in text:
+                self._warm_up(deadline)
                 return self
             if self._proc.poll() is not None:
                 raise RuntimeError(f"snmpsim exited ({self._proc.returncode}):\n{text[-3000:]}")
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"snmpsim did not start within {self.startup_timeout}s")
+
+    def _warm_up(self, deadline: float) -> None:
+        """Wait for a real answer: snmpsim loads a recording's index lazily, so the
+        first request after start can take seconds and would look like a timeout."""
+        stems = [p.stem for d in self.data_dirs for p in sorted(Path(d).glob("*.snmprec"))]
+        if not stems:
+            return
+        packet = _get_packet(stems[0])
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            while time.monotonic() < deadline:
+                s.sendto(packet, (self.host, self.port))
+                try:
+                    s.recvfrom(65535)
+                    return
+                except TimeoutError:
+                    continue
+        raise RuntimeError("snmpsim listens but does not answer")
+
+    def _stage_data(self) -> list[Path]:
+        """Copy the recordings where the unprivileged simulator can read them.
+
+        snmpsim drops to 'nobody'; test temp dirs (e.g. /tmp/pytest-of-root) are
+        private to root, so reading them in place fails with no clear error.
+        """
+        assert self._workdir is not None
+        staged = []
+        for i, d in enumerate(self.data_dirs):
+            dest = self._workdir / f"data{i}"
+            shutil.copytree(d, dest, ignore=shutil.ignore_patterns("*.md", "*.tsv", "*.txt"))
+            for p in [dest, *dest.rglob("*")]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            staged.append(dest)
+        return staged
 
     def stop(self) -> None:
         """Stop the simulator and remove its working files."""
@@ -122,6 +159,11 @@ class SnmpSimulator:
             self._workdir = None
 
     @property
+    def running(self) -> bool:
+        """True while the simulator process is alive (a long-running ``serve`` polls it)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
     def endpoint(self) -> str:
         """``host:port`` as the agent's command line takes it."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -134,10 +176,25 @@ class SnmpSimulator:
         self.stop()
 
 
+def _get_packet(community: str) -> bytes:
+    """A v2c GET of sysDescr.0, encoded with pysnmp's protocol models."""
+    from pyasn1.codec.ber import encoder
+    from pysnmp.proto import api
+
+    mod = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+    pdu = mod.GetRequestPDU()
+    mod.apiPDU.set_defaults(pdu)
+    mod.apiPDU.set_varbinds(pdu, [(mod.ObjectIdentifier((1, 3, 6, 1, 2, 1, 1, 1, 0)),
+                                   mod.Null(""))])
+    msg = mod.Message()
+    mod.apiMessage.set_defaults(msg)
+    mod.apiMessage.set_community(msg, community)
+    mod.apiMessage.set_pdu(msg, pdu)
+    return bytes(encoder.encode(msg))
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port nothing listens on right now (small race accepted in tests)."""
-    import socket
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
