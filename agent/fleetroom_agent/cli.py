@@ -67,8 +67,8 @@ def scan(
     priv_proto: PrivProtoOpt = None, priv_key: PrivKeyOpt = None, context: ContextOpt = "",
     credentials: CredFileOpt = None,
     timeout: TimeoutOpt = 1.5, retries: RetriesOpt = 1,
-    concurrency: Annotated[int, typer.Option(min=1, max=4096,
-                                             help="Devices read at once.")] = 0,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, max=4096, help="Devices read at once (default: 16 per CPU core).")] = None,
     profiles: ProfilesOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One reading per line.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-V",
@@ -82,7 +82,7 @@ def scan(
         credentials))
     opts = ScanOptions(targets=targets, exclude=exclude or [], max_addresses=max_addresses,
                        allow=frozenset(allow or []), credentials=creds,
-                       timing=timing(timeout, retries), concurrency=concurrency or None,
+                       timing=timing(timeout, retries), concurrency=concurrency,
                        progress=sys.stderr.isatty() and not verbose)
     ps = _profiles(profiles)
     outcome = asyncio.run(run_scan(opts, ps, on_reading=(

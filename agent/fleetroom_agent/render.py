@@ -78,8 +78,9 @@ def print_probe(console: Console, r: Reading) -> None:
         for col in ("#", "Type", "Colour", "Description", "Level", "State", "Raw"):
             st.add_column(col, overflow="fold")
         for s in r.supplies:
+            free = " free" if s.class_ == "receptacle" else ""
             st.add_row(str(s.index), s.type, s.colour or "-", s.description or "-",
-                       f"{s.level_percent:g}%" if s.level_percent is not None else "-",
+                       f"{s.level_percent:g}%{free}" if s.level_percent is not None else "-",
                        s.state.value, f"{s.raw_level}/{s.raw_max}")
         console.print(st)
     if caps.trays:

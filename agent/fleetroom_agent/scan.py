@@ -96,7 +96,7 @@ async def run_scan(opts: ScanOptions, profiles: ProfileSet, *,
                         TimeElapsedColumn(), transient=True, disable=not opts.progress)
     try:
         with progress:
-            task = progress.add_task("scan", total=scan_plan.count)
+            task = progress.add_task("scan", total=scan_plan.count + len(scan_plan.hostnames))
 
             async def one(target: Target) -> None:
                 try:

@@ -34,7 +34,7 @@ class WalkRecording:
 
 def serial_oids(profiles: ProfileSet) -> list[str]:
     """Every OID any profile reads a serial, name or asset number from."""
-    out = []
+    out: list[str] = []
     for lp in profiles.profiles.values():
         out.extend(rule.oid for rule in lp.profile.identity.get("serial", []) if rule.oid)
     return out
