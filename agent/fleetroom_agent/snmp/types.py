@@ -41,7 +41,12 @@ class Absent(StrEnum):
     NO_SUCH_INSTANCE = "noSuchInstance"
     END_OF_MIB = "endOfMibView"
     ERROR = "error"
-    """The agent answered with an error-status for this varbind (v1 noSuchName…)."""
+    """The agent answered with an error-status for this varbind (v1 noSuchName…), or
+    answered the PDU but left this varbind out or gave it a type SNMP does not have."""
+    NO_RESPONSE = "noResponse"
+    """The device stopped answering (timeout, deadline) before the PDU holding this
+    OID was answered, after answering other PDUs of the same GET.  Nothing is known
+    about the OID; ask again next poll."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +163,9 @@ class WalkResult:
     """Rows of a subtree walk, and why the walk stopped early if it did.
 
     ``stopped`` is ``None`` for a clean end (subtree left or endOfMibView) and one of
-    ``not-increasing``, ``max-rows``, ``deadline``, ``timeout`` otherwise; rows
-    collected before that are still good data."""
+    ``not-increasing``, ``max-rows``, ``deadline``, ``timeout`` otherwise, or
+    ``error`` when the device answered with an error-status (or an empty response)
+    part-way; rows collected before that are still good data."""
 
     rows: list[tuple[str, SnmpValue]] = field(default_factory=list)
     stopped: str | None = None
