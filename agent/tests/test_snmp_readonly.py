@@ -23,7 +23,9 @@ from fleetroom_agent.snmp.pysnmp_backend import PysnmpClient
 from fleetroom_agent.snmp.types import Credential, SnmpError, Target, Timing
 from fleetroom_fleetsim.snmpsim_runner import SnmpSimulator, V3User
 
-RECORDINGS = Path(os.environ.get("FLEETROOM_SNMPREC_DIR", "/work/shared/fixtures/snmprec"))
+from tests.support.recordings import recordings_dir
+
+RECORDINGS = recordings_dir() or Path("../shared/fixtures/snmprec")
 READ_PDUS = {"get-request", "get-next-request", "get-bulk-request"}
 BACKEND = Path(pysnmp_backend.__file__)
 
@@ -79,7 +81,9 @@ def test_client_interface_has_no_write_method():
 @pytest.fixture(scope="module")
 def sim():
     if not (RECORDINGS / "sharp.snmprec").exists():
-        pytest.skip(f"recordings not found in {RECORDINGS}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"recordings not found in {RECORDINGS} (CI must have ../shared)")
+        pytest.skip(f"recordings not found in {RECORDINGS} (set FLEETROOM_SHARED)")
     users = [V3User("ro-noauth"),
              V3User("ro-auth", "SHA256", "ro-auth-key-123")]
     with SnmpSimulator([RECORDINGS], v3_users=users) as simulator:

@@ -30,9 +30,11 @@ from fleetroom_agent.snmp.types import (
 )
 from fleetroom_fleetsim.snmpsim_runner import SnmpSimulator, V3User
 
+from tests.support.recordings import recordings_dir
+
 pytestmark = [pytest.mark.snmpsim, pytest.mark.timeout(120)]
 
-RECORDINGS = Path(os.environ.get("FLEETROOM_SNMPREC_DIR", "/work/shared/fixtures/snmprec"))
+RECORDINGS = recordings_dir() or Path("../shared/fixtures/snmprec")
 AUTH_KEY = "auth-Secret-4711"
 PRIV_KEY = "priv-Secret-0815"
 """Test secrets: tests check that neither ever shows up in an error or a log line."""
@@ -90,7 +92,9 @@ def _sim_users() -> list[V3User]:
 @pytest.fixture(scope="module")
 def sim():
     if not (RECORDINGS / "sharp.snmprec").exists():
-        pytest.skip(f"recordings not found in {RECORDINGS}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"recordings not found in {RECORDINGS} (CI must have ../shared)")
+        pytest.skip(f"recordings not found in {RECORDINGS} (set FLEETROOM_SHARED)")
     with SnmpSimulator([RECORDINGS], v3_users=_sim_users()) as simulator:
         yield simulator
 
