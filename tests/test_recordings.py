@@ -147,7 +147,8 @@ def test_recording_is_identified_and_read(shared_sim, name):
         if key in maxes:
             assert s.raw_max == int(maxes[key][1])
         if s.level_percent is not None:
-            assert s.raw_level is not None and s.raw_max is not None
+            assert s.raw_level is not None
+            assert s.raw_max is not None
             assert 0 <= s.raw_level <= s.raw_max
             assert s.level_percent == pytest.approx(s.raw_level * 100 / s.raw_max, abs=0.05)
         else:
@@ -173,7 +174,8 @@ def test_partial_recording_is_honest(shared_sim):
     result = _read(shared_sim, "dell-laser")
     assert isinstance(result, Reading)
     assert result.identity.vendor == "Dell"
-    assert result.identity.model and "B3460dn" in result.identity.model
+    assert result.identity.model
+    assert "B3460dn" in result.identity.model
     missing = {m.field: m.reason for m in result.missing}
     assert missing["counters.total"] == "not-supported"
     assert missing["supplies"] == "not-supported"
