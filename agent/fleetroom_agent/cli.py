@@ -41,7 +41,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 profiles_app = typer.Typer(no_args_is_help=True, help="Work with device profiles.")
 app.add_typer(profiles_app, name="profiles")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _profiles(extra: list[Path] | None) -> ProfileSet:

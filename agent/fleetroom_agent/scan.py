@@ -134,12 +134,14 @@ async def run_scan(opts: ScanOptions, profiles: ProfileSet, *,
 async def probe_one(host: str, credentials: Sequence[CredentialSet], profiles: ProfileSet,
                     timing: Timing, recording: Path | None = None) -> DeviceResult:
     """Read one device fully (``probe``); non-printers are read too, as far as they go."""
-    target = await parse_single_target(host)
     if recording is not None:
         from .snmp.recording_backend import RecordingClient
 
+        # A recording has no address; the argument only labels the output.
+        target = Target(address="", port=0, hostname=host)
         client: SnmpClient = RecordingClient(recording)
     else:
+        target = await parse_single_target(host)
         client = default_client()
     reader = Reader(client, profiles, credentials, CredentialMemory(), timing)
     try:

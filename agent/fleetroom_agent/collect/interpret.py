@@ -122,13 +122,14 @@ def interpret(snap: DeviceSnapshot, profile: ResolvedProfile, match_reason: str,
               started: datetime | None = None, duration_ms: int = 0) -> Reading:
     """Build the reading; every field the device did not give is listed in ``missing``."""
     r = Reading(taken_at=started or datetime.now(UTC), duration_ms=duration_ms,
-                target=str(target), snmp_version=snmp_version,
+                target=str(target) if target.address else (target.hostname or ""),
+                snmp_version=snmp_version,
                 credential=credential,
                 profile=ProfileMatch(name=profile.name, chain=list(profile.chain),
                                      reason=match_reason))
     for name in profile.collect:
         standard.COLLECTORS[name](snap, r)
-    r.identity.ip = target.address
+    r.identity.ip = target.address or None
     r.identity.hostname = target.hostname
     r.identity.device_kind = profile.device_kind or "unknown"  # type: ignore[assignment]
 
