@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from fleetroom_protocol import Reading
@@ -32,12 +33,20 @@ def _supplies_short(reading: Reading) -> str:
     return ", ".join(parts[:6])
 
 
+def _address_key(r: Reading) -> tuple[int, int, str]:
+    try:
+        ip = ipaddress.ip_address(r.identity.ip or "")
+    except ValueError:
+        return (9, 0, r.target)
+    return (ip.version, int(ip), r.target)
+
+
 def scan_table(readings: Sequence[Reading]) -> Table:
     """One row per printer: address, identity, total counter, supplies, state."""
     t = Table(title=f"{len(readings)} printer(s)", show_lines=False)
     for col in ("Address", "Vendor", "Model", "Serial", "Total", "Supplies", "State"):
         t.add_column(col, overflow="fold")
-    for r in readings:
+    for r in sorted(readings, key=_address_key):
         total = r.counter("total")
         t.add_row(r.target, r.identity.vendor or "-", r.identity.model or "-",
                   r.identity.serial or "-", f"{total:,}" if total is not None else "-",
