@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .collect.credentials import CredentialMemory, CredentialSet
 from .collect.reader import DeviceResult, Failed, Reader, Skipped
+from .discovery.sweep import Alive, SweepProbe, sweep
 from .discovery.targets import TargetSpecError, parse_single_target, plan
 from .snmp.client import SnmpClient
 from .snmp.types import Target, Timing
@@ -52,7 +53,10 @@ class ScanOutcome:
 
     readings: list[Reading] = field(default_factory=list)
     not_read: list[Skipped | Failed] = field(default_factory=list)
+    """Devices that answered the sweep but were not read, and target errors."""
     addresses: int = 0
+    silent: int = 0
+    """Addresses that answered no probe (kept as a count: a /16 is mostly silence)."""
     seconds: float = 0.0
     error: str | None = None
 
@@ -60,11 +64,6 @@ class ScanOutcome:
     def skipped(self) -> int:
         """Devices that answered but are not printers."""
         return sum(isinstance(x, Skipped) for x in self.not_read)
-
-    @property
-    def silent(self) -> int:
-        """Addresses that did not answer with any credential set."""
-        return sum(isinstance(x, Failed) and x.kind == "timeout" for x in self.not_read)
 
 
 def default_client() -> SnmpClient:
@@ -92,11 +91,19 @@ async def run_scan(opts: ScanOptions, profiles: ProfileSet, *,
     reads = asyncio.Semaphore(opts.concurrency or READS_PER_CORE * (os.cpu_count() or 1))
     in_flight = asyncio.Semaphore(max(PROBES_IN_FLIGHT, opts.concurrency or 0))
 
-    progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), transient=True, disable=not opts.progress)
     try:
         with progress:
-            task = progress.add_task("scan", total=scan_plan.count + len(scan_plan.hostnames))
+            targets: list[Target] = []
+            async for item in scan_plan.targets():
+                if isinstance(item, TargetSpecError):
+                    outcome.not_read.append(Failed(Target("-"), str(item), "config"))
+                else:
+                    targets.append(item)
+            outcome.addresses = len(targets)
+            sweeping = progress.add_task("finding devices", total=len(targets))
+            reading = progress.add_task("reading", total=0)
 
             async def one(target: Target) -> None:
                 try:
@@ -110,25 +117,59 @@ async def run_scan(opts: ScanOptions, profiles: ProfileSet, *,
                         outcome.readings.append(result)
                         if on_reading is not None:
                             on_reading(result)
+                    elif isinstance(result, Failed) and result.kind == "timeout":
+                        outcome.silent += 1
                     else:
                         outcome.not_read.append(result)
-                    progress.advance(task)
+                    progress.advance(reading)
                 finally:
                     in_flight.release()
 
+            alive = 0
             async with asyncio.TaskGroup() as tg:
-                async for target in scan_plan.targets():
-                    if isinstance(target, TargetSpecError):
-                        outcome.not_read.append(Failed(Target("-"), str(target), "config"))
-                        continue
-                    outcome.addresses += 1
+                async for hit in sweep(targets, lambda t: sweep_probes(t, opts.credentials),
+                                       timeout=opts.timing.timeout,
+                                       retries=opts.timing.retries):
+                    alive += 1
+                    progress.update(reading, total=alive)
+                    progress.advance(sweeping)
+                    seed_memory(reader.memory, hit, opts.credentials)
                     await in_flight.acquire()
-                    tg.create_task(one(target))
+                    tg.create_task(one(hit.target))
+                progress.update(sweeping, completed=len(targets))
+            outcome.silent += len(targets) - alive
     finally:
         if own_client:
             await client.close()
     outcome.seconds = time.monotonic() - t0
     return outcome
+
+
+def sweep_probes(target: Target, credentials: Sequence[CredentialSet]) -> list[SweepProbe]:
+    """What the sweep may send to ``target``: each applicable community once, and one
+    keyless SNMPv3 discovery request if any v3 set applies."""
+    probes: list[SweepProbe] = []
+    for s in credentials:
+        if not s.applies_to(target.address):
+            continue
+        c = s.credential
+        probe = SweepProbe("3") if c.version == "3" else SweepProbe(c.version, c.community)
+        if probe not in probes:
+            probes.append(probe)
+    return probes
+
+
+def seed_memory(memory: CredentialMemory, hit: Alive,
+                credentials: Sequence[CredentialSet]) -> None:
+    """Try first the credential whose probe the device answered."""
+    for s in credentials:
+        c = s.credential
+        if not s.applies_to(hit.target.address):
+            continue
+        if (hit.probe.version == "3" and c.version == "3") or (
+                c.version == hit.probe.version and c.community == hit.probe.community):
+            memory.remember(hit.target, c)
+            return
 
 
 async def probe_one(host: str, credentials: Sequence[CredentialSet], profiles: ProfileSet,

@@ -21,7 +21,7 @@ import itertools
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pyasn1.codec.ber import decoder, encoder
@@ -145,17 +145,25 @@ class _Collector(asyncio.DatagramProtocol):
         del exc
 
 
-async def sweep(targets: Iterable[Target], probes: Iterable[SweepProbe], *,
+async def sweep(targets: Iterable[Target],
+                probes: Iterable[SweepProbe] | Callable[[Target], Sequence[SweepProbe]], *,
                 timeout: float = 1.0, retries: int = 0, rate: int = 5000,
                 ) -> AsyncIterator[Alive]:
     """Yield every target that answers any probe, as the answers come in.
 
-    ``rate`` bounds packets per second so a sweep never floods a customer's
-    network; ``retries`` resends to addresses still silent after ``timeout``.
+    ``probes`` is one list for every target, or a function giving each target its
+    own (credential sets limited to networks must not be sent elsewhere: a
+    community is a password).  ``rate`` bounds packets per second so a sweep never
+    floods a customer's network; ``retries`` resends to addresses still silent
+    after ``timeout``.
     """
-    probe_list = list(probes)
-    if not probe_list:
-        return
+    if callable(probes):
+        probes_for = probes
+    else:
+        fixed = list(probes)
+
+        def probes_for(_: Target) -> Sequence[SweepProbe]:
+            return fixed
     loop = asyncio.get_running_loop()
     transports: dict[int, tuple[asyncio.DatagramTransport, _Collector]] = {}
 
@@ -182,7 +190,7 @@ async def sweep(targets: Iterable[Target], probes: Iterable[SweepProbe], *,
                 if (target.address, target.port) in coll.seen:
                     continue
                 now = time.monotonic()
-                for probe in probe_list:
+                for probe in probes_for(target):
                     rid = next(ids) & 0x7FFFFFFF
                     packet = (_v3_discovery_packet(rid) if probe.version == "3"
                               else _community_packet(probe.version, probe.community or "", rid))
