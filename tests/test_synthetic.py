@@ -10,10 +10,6 @@ are those of IANA-PRINTER-MIB / RFC 3805 (cited where used).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from fleetroom_agent.collect.credentials import CredentialSet, make_credential
@@ -27,6 +23,7 @@ from fleetroom_profiles import ProfileSet
 from fleetroom_protocol import Reading, counter_delta
 from pysnmp.proto import rfc1902
 
+from tests.support import badagent
 from tests.support import recordings as rec
 
 PROFILES = ProfileSet.load()
@@ -35,17 +32,6 @@ ALERT = "1.3.6.1.2.1.43.18.1.1"  # prtAlertEntry (RFC 3805)
 LIFE = "1.3.6.1.2.1.43.10.2.1.4.1.1"  # prtMarkerLifeCount.1.1
 
 
-def _load_badagent() -> ModuleType:
-    name = "_fleetroom_badagent_for_synthetic"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "agent" / "tests" / "badagent.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +106,7 @@ def test_v1_device_missing_one_oid_still_reads_the_rest(sim):
 
 
 def test_silent_device_is_reported_not_hung():
-    with _load_badagent().silent_udp_socket() as silent:
+    with badagent.silent_udp_socket() as silent:
         port = silent.getsockname()[1]
         opts = ScanOptions(targets=[f"127.0.0.1:{port}"], credentials=_creds("public"),
                            timing=Timing(timeout=0.3, retries=0, deadline=5))
@@ -132,7 +118,7 @@ def test_silent_device_is_reported_not_hung():
 
 
 def test_never_ending_walk_gives_an_honest_partial_reading():
-    bad = _load_badagent()
+    bad = badagent
     data = {
         bad.oid("1.3.6.1.2.1.1.1.0"): rfc1902.OctetString(b"Endless walker (SYNTHETIC)"),
         bad.oid("1.3.6.1.2.1.1.2.0"): rfc1902.ObjectName((1, 3, 6, 1, 4, 1, 99999)),
@@ -155,7 +141,7 @@ def test_never_ending_walk_gives_an_honest_partial_reading():
 
 
 def test_status_cycle_is_one_pdu(sim):
-    bad = _load_badagent()
+    bad = badagent
     profile = PROFILES.resolve("hp")
 
     async def go() -> tuple[int, bool]:

@@ -7,11 +7,7 @@ a bounded time — never a crash or a hang (pytest-timeout backs that up).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from fleetroom_agent.snmp.pysnmp_backend import MAX_GET_VARBINDS, PysnmpClient
@@ -26,24 +22,13 @@ from fleetroom_agent.snmp.types import (
 )
 from pysnmp.proto import rfc1902
 
+from tests.support import badagent
+
 pytestmark = pytest.mark.timeout(60)
 
 
-def _load(name: str) -> ModuleType:
-    """Load a sibling helper module (importlib import mode has no sys.path entry)."""
-    mod_name = f"_fleetroom_snmp_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(
-            f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[mod_name]
 
 
-badagent = _load("badagent")
 BadAgent = badagent.BadAgent
 Misbehaviour = badagent.Misbehaviour
 oid = badagent.oid

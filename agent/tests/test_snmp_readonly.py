@@ -11,11 +11,8 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from fleetroom_agent.snmp import pysnmp_backend
@@ -23,6 +20,7 @@ from fleetroom_agent.snmp.pysnmp_backend import PysnmpClient
 from fleetroom_agent.snmp.types import Credential, SnmpError, Target, Timing
 from fleetroom_fleetsim.snmpsim_runner import SnmpSimulator, V3User
 
+from tests.support import badagent
 from tests.support.recordings import recordings_dir
 
 RECORDINGS = recordings_dir() or Path("../shared/fixtures/snmprec")
@@ -30,21 +28,8 @@ READ_PDUS = {"get-request", "get-next-request", "get-bulk-request"}
 BACKEND = Path(pysnmp_backend.__file__)
 
 
-def _load(name: str) -> ModuleType:
-    """Load a sibling helper module (importlib import mode has no sys.path entry)."""
-    mod_name = f"_fleetroom_snmp_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(
-            f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[mod_name]
 
 
-badagent = _load("badagent")
 
 
 # ---------------------------------------------------------------- static

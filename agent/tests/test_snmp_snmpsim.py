@@ -9,13 +9,10 @@ whole module.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from fleetroom_agent.snmp.pysnmp_backend import MAX_GET_VARBINDS, PysnmpClient
@@ -30,6 +27,7 @@ from fleetroom_agent.snmp.types import (
 )
 from fleetroom_fleetsim.snmpsim_runner import SnmpSimulator, V3User
 
+from tests.support import badagent
 from tests.support.recordings import recordings_dir
 
 pytestmark = [pytest.mark.snmpsim, pytest.mark.timeout(120)]
@@ -40,21 +38,8 @@ PRIV_KEY = "priv-Secret-0815"
 """Test secrets: tests check that neither ever shows up in an error or a log line."""
 
 
-def _load(name: str) -> ModuleType:
-    """Load a sibling helper module (importlib import mode has no sys.path entry)."""
-    mod_name = f"_fleetroom_snmp_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(
-            f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[mod_name]
 
 
-badagent = _load("badagent")
 
 # (our auth, our priv, snmpsim auth, snmpsim priv).  snmpsim's AES192/AES256 are the
 # Reeder ("Cisco") variants and its *BLMT ones Blumenthal; ours follow net-snmp.

@@ -32,36 +32,34 @@ def level_percent(level: int | None, capacity: int | None) -> float | None:
     return round(level * 100.0 / capacity, 1)
 
 
-def consumable_state(level: int | None, capacity: int | None) -> CoarseState:
-    """State of a consumed supply (toner, ink, drum life, staples)."""
+def _state(level: int | None, capacity: int | None, *, none_left: CoarseState,
+           little_left: CoarseState, some_left: CoarseState) -> CoarseState:
+    """The shared sentinel logic; only the names of the states differ by class."""
     if level is None:
         return CoarseState.UNKNOWN
     if level == SOME_REMAINING:
-        return CoarseState.SOME_REMAINING
+        return some_left
     if level < 0:
         return CoarseState.UNKNOWN
     if level == 0:
-        return CoarseState.EMPTY
+        return none_left
     pct = level_percent(level, capacity)
     if pct is None:
         return CoarseState.UNKNOWN
-    return CoarseState.LOW if pct <= LOW_PERCENT else CoarseState.OK
+    return little_left if pct <= LOW_PERCENT else CoarseState.OK
+
+
+def consumable_state(level: int | None, capacity: int | None) -> CoarseState:
+    """State of a consumed supply (toner, ink, drum life, staples)."""
+    return _state(level, capacity, none_left=CoarseState.EMPTY, little_left=CoarseState.LOW,
+                  some_left=CoarseState.SOME_REMAINING)
 
 
 def receptacle_state(level: int | None, capacity: int | None) -> CoarseState:
-    """State of a receptacle (waste toner box): the level is the space left."""
-    if level is None:
-        return CoarseState.UNKNOWN
-    if level == SOME_REMAINING:
-        return CoarseState.OK
-    if level < 0:
-        return CoarseState.UNKNOWN
-    if level == 0:
-        return CoarseState.FULL
-    pct = level_percent(level, capacity)
-    if pct is None:
-        return CoarseState.UNKNOWN
-    return CoarseState.ALMOST_FULL if pct <= LOW_PERCENT else CoarseState.OK
+    """State of a receptacle (waste toner box): the level is the space left, so no
+    space is "full" and some space (-3) is simply "ok"."""
+    return _state(level, capacity, none_left=CoarseState.FULL,
+                  little_left=CoarseState.ALMOST_FULL, some_left=CoarseState.OK)
 
 
 def tray_state(level: int | None, capacity: int | None) -> CoarseState:

@@ -7,7 +7,6 @@ value`` followed by one trailer octet that the source drops.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from fleetroom_profiles.decoders import DecodedCounter, get_decoder
@@ -15,7 +14,8 @@ from fleetroom_profiles.decoders.brother import COUNTER_CODES, decode_brother_co
 from hypothesis import given
 from hypothesis import strategies as st
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.recordings import load, recordings_dir
+
 BR_INFO_COUNTER = "1.3.6.1.4.1.2435.2.3.9.4.2.1.5.5.10.0"
 HP_SERIAL_NUMBER = "1.3.6.1.4.1.11.2.3.9.4.2.1.1.3.3.0"
 
@@ -62,15 +62,12 @@ def test_hl_l2340dw_single_record_decoded_by_hand():
 
 
 def _brother_recording() -> dict[str, tuple[str, str]] | None:
-    env = os.environ.get("FLEETROOM_SHARED")
-    path = (Path(env) if env else REPO.parent / "shared") / "fixtures/snmprec/brother.snmprec"
-    if not path.is_file():
+    d = recordings_dir()
+    if d is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("../shared/fixtures/snmprec is missing in CI")
         return None
-    out = {}
-    for line in path.read_text(encoding="latin-1").splitlines():
-        oid, tag, value = line.split("|", 2)
-        out[oid.lstrip(".")] = (tag, value)
-    return out
+    return load(d / "brother.snmprec")
 
 
 def test_brother_recording_has_no_counter_blob():

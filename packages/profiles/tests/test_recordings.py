@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 import os
 import re
-from pathlib import Path
 
 import pytest
 from fleetroom_profiles import ProfileSet, choose_profile
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.recordings import load, recordings_dir
+
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 
@@ -24,27 +24,10 @@ INTEGER_TAGS = {"2", "65", "66", "70"}  # INTEGER, Counter32, Gauge32, Counter64
 OCTET_TAGS = {"4", "4x"}  # OCTET STRING, plain or hex-encoded in the recording
 
 
-def _recordings_dir() -> Path | None:
-    env = os.environ.get("FLEETROOM_SHARED")
-    shared = Path(env) if env else REPO.parent / "shared"
-    d = shared / "fixtures" / "snmprec"
-    return d if d.is_dir() else None
-
-
-RECORDINGS = _recordings_dir()
+RECORDINGS = recordings_dir()
 pytestmark = pytest.mark.skipif(
     RECORDINGS is None and os.environ.get("CI", "").lower() != "true",
     reason="../shared/fixtures/snmprec not found (set FLEETROOM_SHARED)")
-
-
-def load(path: Path) -> dict[str, tuple[str, str]]:
-    """{oid: (tag, value)} as written in an snmprec file, leading dots removed."""
-    out: dict[str, tuple[str, str]] = {}
-    for line in path.read_text(encoding="latin-1").splitlines():
-        if line.count("|") >= 2:
-            oid, tag, value = line.split("|", 2)
-            out[oid.lstrip(".")] = (tag, value)
-    return out
 
 
 def text(rec: dict[str, tuple[str, str]], oid: str) -> str | None:
