@@ -158,3 +158,20 @@ def test_scan_json_one_reading_per_line(sim):
     lines = p.stdout.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["identity"]["vendor"] == "Canon"
+
+
+def test_scan_over_ipv6_loopback():
+    with SnmpSimulator([SYNTHETIC_DIR], host="::1") as v6:
+        p = run("scan", v6.endpoint, "-c", "demo-sharp-mx3071", "--json")
+    assert p.returncode == 0, p.stderr
+    reading = Reading.model_validate_json(p.stdout)
+    assert reading.identity.ip == "::1"
+    assert reading.identity.vendor == "Sharp"
+
+
+def test_hostname_target_is_resolved_once_and_kept(sim):
+    p = run("scan", f"localhost:{sim.port}", "-c", "demo-lexmark-ms621", "--json")
+    assert p.returncode == 0, p.stderr
+    reading = Reading.model_validate_json(p.stdout)
+    assert reading.identity.hostname == "localhost"
+    assert reading.identity.ip in {"127.0.0.1", "::1"}
