@@ -17,7 +17,7 @@ test: setup lint pytest
 
 lint:
 	$(UV) ruff check .
-	$(UV) mypy packages/protocol/fleetroom_protocol packages/profiles/fleetroom_profiles agent/fleetroom_agent tools/fleetsim/fleetroom_fleetsim
+	$(UV) mypy packages/protocol/fleetroom_protocol packages/profiles/fleetroom_profiles agent/fleetroom_agent tools/fleetsim/fleetroom_fleetsim server/fleetroom
 
 pytest:
 	$(UV) pytest -n 2 --dist loadgroup

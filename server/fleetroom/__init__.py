@@ -1,0 +1,1 @@
+"""Fleetroom server: the hosted side dealers and their customers log into."""

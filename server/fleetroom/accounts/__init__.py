@@ -1,0 +1,1 @@
+"""Fleetroom accounts app."""

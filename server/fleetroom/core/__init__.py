@@ -1,0 +1,1 @@
+"""Cross-cutting pieces: tenant scoping, audit, security headers."""

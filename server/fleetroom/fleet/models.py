@@ -1,0 +1,1 @@
+"""Devices and readings (filled in by the inventory work)."""

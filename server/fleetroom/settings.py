@@ -1,0 +1,178 @@
+"""Django settings, derived entirely from :mod:`fleetroom.config`.
+
+No setting is read from the environment here: config.py parses and validates
+everything once, so a wrong value stops start-up with a clear message instead of
+surfacing as a strange error at the first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from django.utils.translation import gettext_lazy as _
+
+from fleetroom import config as _config
+
+CONFIG = _config.load()
+DATA_DIR: Path = CONFIG.data_dir
+BASE_DIR = Path(__file__).resolve().parent
+
+SECRET_KEY = CONFIG.secret_key
+DEBUG = CONFIG.debug
+ALLOWED_HOSTS = CONFIG.allowed_hosts
+FLEETROOM_BASE_URL = CONFIG.base_url
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "huey.contrib.djhuey",
+    "fleetroom.core",
+    "fleetroom.tenancy",
+    "fleetroom.accounts",
+    "fleetroom.fleet",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "fleetroom.core.middleware.SecurityHeadersMiddleware",
+]
+
+AUTH_USER_MODEL = "accounts.User"
+ROOT_URLCONF = "fleetroom.urls"
+WSGI_APPLICATION = "fleetroom.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+
+def _database(cfg: _config.Config) -> dict[str, Any]:
+    if cfg.database.url:
+        u = urlparse(cfg.database.url)
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": (u.path or "/fleetroom").lstrip("/"),
+            "USER": unquote(u.username or ""),
+            "PASSWORD": unquote(u.password or ""),
+            "HOST": u.hostname or "",
+            "PORT": str(u.port or ""),
+            "CONN_MAX_AGE": cfg.database.conn_max_age,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": cfg.data_dir / "fleetroom.sqlite3",
+        "OPTIONS": {
+            # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at
+            # BEGIN so two writers queue on busy_timeout instead of failing mid-way.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA foreign_keys=ON;"
+                "PRAGMA busy_timeout=20000;"
+            ),
+        },
+    }
+
+
+DATABASES = {"default": _database(CONFIG)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def _huey(cfg: _config.Config) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "name": "fleetroom",
+        "immediate": cfg.worker.immediate,
+        "consumer": {"workers": cfg.worker.workers, "worker_type": "thread"},
+    }
+    if cfg.worker.backend == "redis":
+        return {**common, "huey_class": "huey.RedisHuey", "url": cfg.worker.redis_url}
+    if cfg.worker.backend == "postgres":
+        db = DATABASES["default"]
+        return {**common, "huey_class": "huey.PostgresHuey",
+                "database": db["NAME"], "user": db["USER"], "password": db["PASSWORD"],
+                "host": db["HOST"], "port": db["PORT"] or 5432}
+    return {**common, "huey_class": "huey.SqliteHuey",
+            "filename": str(cfg.data_dir / "huey.sqlite3")}
+
+
+HUEY = _huey(CONFIG)
+
+AUTH_PASSWORD_VALIDATORS: list[dict[str, Any]] = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": 15}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+LANGUAGE_CODE = CONFIG.language
+LANGUAGES = [("de", _("German")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = CONFIG.time_zone
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# --- HTTPS and headers -----------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = CONFIG.security.session_idle_minutes * 60
+SESSION_SAVE_EVERY_REQUEST = True  # idle timeout: each request extends the session
+FLEETROOM_SESSION_ABSOLUTE_SECONDS = CONFIG.security.session_absolute_hours * 3600
+CSRF_TRUSTED_ORIGINS = CONFIG.security.csrf_trusted_origins
+if CONFIG.security.https:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = CONFIG.security.hsts_seconds
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+if CONFIG.security.trusted_proxies:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

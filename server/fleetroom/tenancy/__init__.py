@@ -1,0 +1,1 @@
+"""Fleetroom tenancy app."""

@@ -1,0 +1,1 @@
+"""Tenants, memberships and access codes (filled in by the tenancy work)."""
