@@ -9,6 +9,7 @@ from django.core.management import call_command
 from django.test import Client
 
 
+@pytest.mark.django_db
 def test_migrations_are_committed():
     out = io.StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
