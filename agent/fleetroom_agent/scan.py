@@ -29,8 +29,6 @@ from .snmp.types import Target, Timing
 READS_PER_CORE = 16
 """Full reads in flight per CPU core: enough to hide network latency, few enough
 that the event loop never starves its own timers (measured in bench/)."""
-PROBES_IN_FLIGHT = 512
-"""First GETs in flight during a sweep: silent addresses cost a timer, not CPU."""
 
 
 @dataclass
@@ -89,7 +87,6 @@ async def run_scan(opts: ScanOptions, profiles: ProfileSet, *,
     client = client or default_client()
     reader = Reader(client, profiles, opts.credentials, CredentialMemory(), opts.timing)
     reads = asyncio.Semaphore(opts.concurrency or READS_PER_CORE * (os.cpu_count() or 1))
-    in_flight = asyncio.Semaphore(max(PROBES_IN_FLIGHT, opts.concurrency or 0))
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), transient=True, disable=not opts.progress)
@@ -106,37 +103,38 @@ async def run_scan(opts: ScanOptions, profiles: ProfileSet, *,
             reading = progress.add_task("reading", total=0)
 
             async def one(target: Target) -> None:
-                try:
+                # Identify and read under one CPU-bounded slot: too many devices in
+                # flight starve the event loop and pysnmp times out its own requests.
+                async with reads:
                     found = await reader.identify(target)
                     if isinstance(found, Failed):
                         result: DeviceResult = found
                     else:
-                        async with reads:
-                            result = await reader.read(target, identified=found)
-                    if isinstance(result, Reading):
-                        outcome.readings.append(result)
-                        if on_reading is not None:
-                            on_reading(result)
-                    elif isinstance(result, Failed) and result.kind == "timeout":
-                        outcome.silent += 1
-                    else:
-                        outcome.not_read.append(result)
-                    progress.advance(reading)
-                finally:
-                    in_flight.release()
+                        result = await reader.read(target, identified=found)
+                if isinstance(result, Reading):
+                    outcome.readings.append(result)
+                    if on_reading is not None:
+                        on_reading(result)
+                elif isinstance(result, Failed) and result.kind == "timeout":
+                    outcome.silent += 1
+                else:
+                    outcome.not_read.append(result)
+                progress.advance(reading)
 
-            alive = 0
+            # Two phases on purpose: while reads saturate the CPU, the event loop
+            # serves the sweep's socket late and answers would miss their deadline.
+            hits = []
+            async for hit in sweep(targets, lambda t: sweep_probes(t, opts.credentials),
+                                   timeout=opts.timing.timeout, retries=opts.timing.retries):
+                hits.append(hit)
+                progress.advance(sweeping)
+            progress.update(sweeping, completed=len(targets))
+            progress.update(reading, total=len(hits))
+            alive = len(hits)
             async with asyncio.TaskGroup() as tg:
-                async for hit in sweep(targets, lambda t: sweep_probes(t, opts.credentials),
-                                       timeout=opts.timing.timeout,
-                                       retries=opts.timing.retries):
-                    alive += 1
-                    progress.update(reading, total=alive)
-                    progress.advance(sweeping)
+                for hit in hits:
                     seed_memory(reader.memory, hit, opts.credentials)
-                    await in_flight.acquire()
                     tg.create_task(one(hit.target))
-                progress.update(sweeping, completed=len(targets))
             outcome.silent += len(targets) - alive
     finally:
         if own_client:

@@ -64,3 +64,31 @@ def test_v1_probe(sim):
     alive = asyncio.run(_collect([Target("127.0.0.1", sim.port)], [SweepProbe("1", "public")],
                                  timeout=1.0))
     assert len(alive) == 1
+
+
+def test_a_slow_consumer_loses_no_answer():
+    """Regression: answers queued while the consumer was busy past the timeout were
+    dropped, so a scan of 1,000 devices read only the first 512."""
+    from pysnmp.proto import rfc1902
+
+    from tests.support import badagent
+
+    data = {badagent.oid("1.3.6.1.2.1.1.2.0"): rfc1902.ObjectName((1, 3, 6, 1, 4, 1, 9))}
+
+    async def go() -> list[int]:
+        agents = [badagent.BadAgent(data) for _ in range(5)]
+        for a in agents:
+            await a.__aenter__()
+        try:
+            got = []
+            targets = [Target("127.0.0.1", a.port) for a in agents]
+            async for hit in sweep(targets, [SweepProbe("2c", "public")], timeout=0.3):
+                got.append(hit.target.port)
+                await asyncio.sleep(0.5)  # busier than the sweep's whole timeout
+            return sorted(got)
+        finally:
+            for a in agents:
+                await a.__aexit__(None, None, None)
+
+    ports = asyncio.run(go())
+    assert len(ports) == 5

@@ -217,6 +217,11 @@ async def sweep(targets: Iterable[Target],
                     while not c.alive.empty():
                         yield c.alive.get_nowait()
                 await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+            # Answers that arrived while the consumer was busy are still queued: a
+            # slow consumer must never turn a device that answered into a silent one.
+            for _, c in transports.values():
+                while not c.alive.empty():
+                    yield c.alive.get_nowait()
             seen: set[tuple[str, int]] = set()
             for _, c in transports.values():
                 seen |= c.seen
