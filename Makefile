@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv run --locked --quiet
 
-.PHONY: setup demo test lint pytest bench fmt
+.PHONY: setup demo test lint pytest pytest-postgres bench fmt
 
 setup:
 	@scripts/setup.sh
@@ -13,7 +13,7 @@ setup:
 demo: setup
 	$(UV) python -m fleetroom_fleetsim.demo
 
-test: setup lint pytest
+test: setup lint pytest pytest-postgres
 
 lint:
 	$(UV) ruff check .
@@ -21,6 +21,18 @@ lint:
 
 pytest:
 	$(UV) pytest -n 2 --dist loadgroup
+
+# The server suite again on PostgreSQL (the machine's server on 127.0.0.1, trust auth).
+# In CI it must run; elsewhere it is skipped with a message when PostgreSQL is absent.
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/fleetroom
+pytest-postgres:
+	@if $(UV) python -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.rsplit('/',1)[0]+'/postgres', connect_timeout=3).close()" 2>/dev/null; then \
+		FLEETROOM_DATABASE_URL=$(PG_URL) $(UV) pytest -n 2 server/tests; \
+	elif [ "$$CI" = "true" ]; then \
+		echo "PostgreSQL at $(PG_URL) is not reachable, and CI must run the PostgreSQL suite" >&2; exit 1; \
+	else \
+		echo "SKIPPED: server tests on PostgreSQL ($(PG_URL) not reachable)"; \
+	fi
 
 bench: setup
 	$(UV) python -m bench.run

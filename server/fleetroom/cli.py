@@ -164,6 +164,45 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
             typer.echo(f"{key}: {value}")
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(tenant: Annotated[int | None, typer.Option(
+        help="Check only this tenant's chain (by id).")] = None) -> None:
+    """Recompute the audit chains; print every problem and exit 1 if there is any."""
+    _django()
+    from fleetroom.core import audit
+
+    problems = audit.verify_chain(chain=audit.chain_key(tenant) if tenant else None)
+    for problem in problems:
+        typer.echo(str(problem))
+    chains, events = audit.chain_stats()
+    if problems:
+        typer.echo(f"audit log: {len(problems)} problem(s) found", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit log ok: {chains} chain(s), {events} event(s)")
+
+
+@app.command("import-readings")
+def import_readings(
+        file: Annotated[str, typer.Argument(help="`fleetroom-agent scan --json` output, or -")],
+        tenant: Annotated[str, typer.Option(help="Site or customer: id, /1/5/9/ or A/B/C names.")],
+        batch_size: Annotated[int, typer.Option(min=1)] = 500,
+        json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Import readings, one per line; bad lines are reported by number and skipped."""
+    _django()
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    try:
+        call_command("import_readings", file, tenant=tenant, batch_size=batch_size,
+                     json_out=json_out)
+    except CommandError as exc:
+        raise _fail(str(exc)) from exc
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -32,6 +32,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "huey.contrib.djhuey",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
+    "axes",
     "fleetroom.core",
     "fleetroom.tenancy",
     "fleetroom.accounts",
@@ -45,9 +50,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "fleetroom.accounts.middleware.AbsoluteSessionTimeoutMiddleware",
+    "fleetroom.accounts.middleware.MfaRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "fleetroom.core.middleware.SecurityHeadersMiddleware",
+    "axes.middleware.AxesMiddleware",  # innermost: turns a lockout into the normal failure page
 ]
 
 AUTH_USER_MODEL = "accounts.User"
@@ -130,11 +139,56 @@ AUTH_PASSWORD_VALIDATORS: list[dict[str, Any]] = [
      "OPTIONS": {"min_length": 15}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "fleetroom.accounts.validators.ContextWordValidator"},
+    {"NAME": "fleetroom.accounts.validators.MaximumLengthValidator"},
 ]
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+
+# --- Accounts: login, MFA and lockout (why each value: fleetroom/accounts/*.py) ---------
+AUTHENTICATION_BACKENDS = [
+    "fleetroom.accounts.lockout.LockoutBackend",  # first: refuses locked-out names
+    "allauth.account.auth_backends.AuthenticationBackend",  # username or e-mail
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "home"
+ACCOUNT_ADAPTER = "fleetroom.accounts.adapters.AccountAdapter"  # signup closed
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"  # addresses are set by administrators
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False  # a reset for an unknown address sends nothing
+ACCOUNT_EMAIL_NOTIFICATIONS = True  # mail the user when password or MFA change
+ACCOUNT_SESSION_REMEMBER = False  # browser-session cookie; the idle limit applies server-side
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if CONFIG.security.https else "http"
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip"}  # per-name limits are axes' (below)
+ALLAUTH_TRUSTED_PROXY_COUNT = 1 if CONFIG.security.trusted_proxies else 0
+MFA_ADAPTER = "fleetroom.accounts.adapters.MFAAdapter"  # secrets encrypted at rest
+MFA_FORMS = {
+    "authenticate": "fleetroom.accounts.adapters.LockoutAwareAuthenticateForm",
+    "reauthenticate": "fleetroom.accounts.adapters.LockoutAwareReauthenticateForm",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_TOTP_ISSUER = "Fleetroom"
+MFA_RECOVERY_CODES_SHOW_ONCE = True
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = CONFIG.debug  # http://localhost while developing
+FLEETROOM_MFA_REQUIRED_FOR_ALL = False  # True: every user must set up MFA
+USERSESSIONS_TRACK_ACTIVITY = False
+AXES_FAILURE_LIMIT = CONFIG.security.lockout_failures
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username"]
+AXES_COOLOFF_TIME = "fleetroom.accounts.lockout.axes_cool_off"  # base × 2^(n-1), capped
+FLEETROOM_LOCKOUT_COOLOFF_MAX_HOURS = 24
+AXES_HANDLER = "fleetroom.accounts.lockout.LockoutHandler"
+AXES_USERNAME_CALLABLE = "fleetroom.accounts.lockout.canonical_username"
+AXES_CLIENT_IP_CALLABLE = "fleetroom.accounts.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "fleetroom.accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True  # "consecutive" failures, as NIST counts them
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout ends on time
+AXES_DISABLE_ACCESS_LOG = True  # logins are in the audit log; no second IP history
+AXES_VERBOSE = False  # no start-up banner on every CLI command
 
 LANGUAGE_CODE = CONFIG.language
 LANGUAGES = [("de", _("German")), ("en", _("English"))]

@@ -15,3 +15,10 @@ os.environ.setdefault("FLEETROOM_WORKER_IMMEDIATE", "true")
 from fleetroom.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests only
+
+# A file, not Django's default in-memory test database: the shared-cache memory
+# database locks per table and fails at once ("database table is locked") instead
+# of waiting on busy_timeout, so tests with concurrent threads could not run as in
+# production (WAL file, BEGIN IMMEDIATE).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405

@@ -13,5 +13,6 @@ urlpatterns = [
 ]
 urlpatterns += i18n_patterns(
     path("", core_views.home, name="home"),
+    path("accounts/", include("fleetroom.accounts.urls")),
     prefix_default_language=False,
 )

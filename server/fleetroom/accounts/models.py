@@ -1,8 +1,15 @@
-"""Users.  A custom user model from the first migration, as Django advises, so
-accounts can grow (deactivation, SSO subjects) without a painful swap later."""
+"""Users and the account-security records that belong to them.
+
+A custom user model from the first migration, as Django advises, so accounts can
+grow (deactivation, SSO subjects) without a painful swap later.  Lockouts are
+kept in our own table beside django-axes' attempt rows because axes forgets an
+attempt once its cool-off is over, while the growing cool-off and the admin's
+"unlock" need to remember how often an account was locked recently.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -14,7 +21,45 @@ class User(AbstractUser):
     email = models.EmailField(_("email address"), unique=True)
     deactivated_at = models.DateTimeField(_("deactivated at"), null=True, blank=True)
     deactivation_reason = models.CharField(_("deactivation reason"), max_length=200, blank=True)
+    reactivated_at = models.DateTimeField(_("reactivated at"), null=True, blank=True)
+    """When an administrator last re-enabled the account.  Idle time counts from the
+    latest of this, the last login and the date joined — otherwise the nightly job
+    would deactivate a reactivated user again before they had a chance to log in."""
 
     class Meta:
         verbose_name = _("user")
         verbose_name_plural = _("users")
+
+
+class LockoutEvent(models.Model):
+    """One lockout of a login name after too many failed attempts.
+
+    ``username`` is the canonical login name axes counts under (the account's
+    username when it exists, otherwise what was typed), so unknown names are
+    locked exactly like real ones and the lockout reveals nothing.  ``lifted_at``
+    is set by an administrator's unlock or a password reset; lifted events no
+    longer make the next cool-off longer.
+    """
+
+    username = models.CharField(_("login name"), max_length=255, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True,
+                             blank=True, on_delete=models.SET_NULL, related_name="lockouts")
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    locked_at = models.DateTimeField(_("locked at"))
+    locked_until = models.DateTimeField(_("locked until"))
+    number = models.PositiveIntegerField(_("lockouts in a row"), default=1)
+    """How many un-lifted lockouts this name had within the memory window, this one
+    included; the cool-off doubles with each."""
+    lifted_at = models.DateTimeField(_("lifted at"), null=True, blank=True)
+    lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("lifted by"),
+                                  null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+
+    class Meta:
+        verbose_name = _("lockout")
+        verbose_name_plural = _("lockouts")
+        ordering = ("-locked_at",)
+        indexes = [models.Index(fields=["username", "locked_at"], name="lockout_user_time")]
+
+    def __str__(self) -> str:
+        return f"{self.username} @ {self.locked_at:%Y-%m-%d %H:%M}"

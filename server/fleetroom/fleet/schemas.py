@@ -1,0 +1,78 @@
+"""Typed JSON of the fleet app (architecture rule 10): every JSON column has a
+pydantic model, and services validate through it before writing."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+STRING_LIST: TypeAdapter[list[str]] = TypeAdapter(list[str])
+"""``DeviceModel.colorants``, ``StatusSample.error_flags``."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventDetails(_Strict):
+    """``DeviceEvent.details``: what a person needs to understand the event."""
+
+    old: str | None = None
+    """Previous serial / firmware / tenant name …"""
+    new: str | None = None
+    counter: str | None = None
+    old_value: int | None = None
+    new_value: int | None = None
+    delta: int | None = None
+    width: int | None = None
+    from_tenant_id: int | None = None
+    to_tenant_id: int | None = None
+    other_device_id: int | None = None
+    """The device that was at this MAC/address before (serial change), or the weak
+    duplicate that was upgraded."""
+    matched_on: Literal["mac", "address"] | None = None
+    identity_kind: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What goes into the JSON column: only the fields that say something."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class DeviceAudit(_Strict):
+    """Audit data of ``device.moved`` / ``device.serial_changed`` /
+    ``device.identity_upgraded`` (no floats: the audit hash must survive jsonb)."""
+
+    identity_key: str
+    identity_kind: str
+    serial: str = ""
+    manufacturer: str = ""
+    mac: str = ""
+    ip: str = ""
+    from_tenant_id: int | None = None
+    other_device_id: int | None = None
+    agent_id: int | None = None
+    taken_at: str = Field(description="ISO 8601 time of the reading that caused it")
+
+
+class DiscoveredDevice(_Strict):
+    """One device first seen in an ingest batch."""
+
+    id: int
+    identity_key: str
+
+
+class DevicesDiscovered(_Strict):
+    """Audit data of ``device.discovered``: the devices one ingest batch created."""
+
+    agent_id: int | None = None
+    count: int
+    devices: list[DiscoveredDevice]
+
+
+AUDIT_ACTIONS: dict[str, type[BaseModel]] = {
+    "device.discovered": DevicesDiscovered,
+    "device.moved": DeviceAudit,
+    "device.serial_changed": DeviceAudit,
+    "device.identity_upgraded": DeviceAudit,
+}
