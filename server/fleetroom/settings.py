@@ -164,7 +164,6 @@ ACCOUNT_EMAIL_NOTIFICATIONS = True  # mail the user when password or MFA change
 ACCOUNT_SESSION_REMEMBER = False  # browser-session cookie; the idle limit applies server-side
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if CONFIG.security.https else "http"
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip"}  # per-name limits are axes' (below)
-ALLAUTH_TRUSTED_PROXY_COUNT = 1 if CONFIG.security.trusted_proxies else 0
 MFA_ADAPTER = "fleetroom.accounts.adapters.MFAAdapter"  # secrets encrypted at rest
 MFA_FORMS = {
     "authenticate": "fleetroom.accounts.adapters.LockoutAwareAuthenticateForm",

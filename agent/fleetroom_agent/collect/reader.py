@@ -98,7 +98,7 @@ class Reader:
         descr_text = sys_descr.as_text() if sys_descr is not None else None
         match = choose_profile(self.profiles, oid_text, descr_text)
         verdict = await self._classify(target, cred, first, match is not None)
-        if verdict is not None and require_printer and match is None:
+        if verdict is not None and require_printer:  # verdict is None once a profile matched
             return Skipped(target, verdict, descr_text)
         if match is not None:
             kind = self.profiles.resolve(match.name).device_kind

@@ -21,9 +21,11 @@ from allauth.core import context as allauth_context
 from allauth.mfa.adapter import DefaultMFAAdapter, get_adapter
 from allauth.mfa.base.forms import AuthenticateForm, ReauthenticateForm
 from allauth.mfa.models import Authenticator
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from fleetroom.accounts import lockout, policy, secretbox
+from fleetroom.core import audit
 
 if TYPE_CHECKING:
     from fleetroom.accounts.models import User
@@ -33,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
     """Account adapter: signup closed, security notifications best-effort."""
+
+    def get_client_ip(self, request: HttpRequest) -> str:
+        """The one client-address policy of the project (``core.audit.client_ip``), so
+        allauth's rate limits, axes' lockout and the audit log see the same address."""
+        ip = audit.client_ip(request)
+        if ip is None:
+            raise PermissionDenied("no client address")
+        return ip
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         """Nobody signs themselves up; the signup URL shows "closed" and creates nothing."""
