@@ -9,12 +9,19 @@ command -v snmpget >/dev/null 2>&1 || need_apt+=(snmp)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
 [ -x /usr/bin/python3.11 ] || need_apt+=(python3.11 python3.11-venv)
 /usr/bin/python3.11 -c 'import dbm.gnu' >/dev/null 2>&1 || need_apt+=(python3-gdbm)
+# python-ldap (django-auth-ldap) builds from source against OpenLDAP's and SASL's headers.
+[ -f /usr/include/ldap.h ] || need_apt+=(libldap2-dev)
+[ -f /usr/include/sasl/sasl.h ] || need_apt+=(libsasl2-dev)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+# Tests run a real directory server (SSO by LDAP bind) and a real browser (UI flows).
+[ -x /usr/sbin/slapd ] || need_apt+=(slapd ldap-utils)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
-  # Keep snmpd's system service from starting: we run our own snmpd processes on loopback.
+  # Keep snmpd's and slapd's system services from starting: we run our own snmpd processes on loopback.
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" \

@@ -71,6 +71,8 @@ def _migrate() -> None:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
+    # Hashed, pre-compressed static files in the data directory, served by WhiteNoise.
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 @app.command()

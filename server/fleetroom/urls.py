@@ -10,9 +10,12 @@ from fleetroom.core import views as core_views
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("api/", include("fleetroom.api.urls")),
 ]
 urlpatterns += i18n_patterns(
     path("", core_views.home, name="home"),
     path("accounts/", include("fleetroom.accounts.urls")),
+    path("fleet/", include("fleetroom.fleet.urls")),
+    path("admin/", include("fleetroom.tenancy.urls")),
     prefix_default_language=False,
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch
 from django.views.decorators.http import require_GET
 
 
@@ -18,5 +19,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    """Landing page (the dashboard once logged in)."""
+    """Landing page: the dashboard once logged in, otherwise a pointer to the login."""
+    if request.user.is_authenticated:
+        try:
+            return redirect("fleet:dashboard")
+        except NoReverseMatch:
+            pass
     return render(request, "core/home.html")
