@@ -81,6 +81,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
                 "fleetroom.core.context_processors.navigation",
+                "fleetroom.core.context_processors.language_switch",
             ],
         },
     },

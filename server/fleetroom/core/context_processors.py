@@ -13,6 +13,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.functional import Promise
+from django.utils.translation import get_language_from_path
 from django.utils.translation import gettext_lazy as _
 
 from fleetroom.core.scoping import scope
@@ -57,3 +58,18 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
         items.append({"url": url, "label": item.label,
                       "active": here == url or (url != "/" and here.startswith(url))})
     return {"main_menu": items}
+
+
+def language_switch(request: HttpRequest) -> dict[str, Any]:
+    """``switch_next``: this page's address without its language prefix.
+
+    Django's ``set_language`` view runs outside the language prefix, so it resolves
+    ``next`` in the default language and cannot translate ``/de/…``; given the
+    neutral path it returns the right one for the chosen language.
+    """
+    path = request.path_info
+    lang = get_language_from_path(path)
+    if lang and path.startswith(f"/{lang}/"):
+        path = path[len(lang) + 1:]
+    query = request.META.get("QUERY_STRING", "")
+    return {"switch_next": f"{path}?{query}" if query else path}
