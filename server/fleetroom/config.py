@@ -71,6 +71,44 @@ class SecurityConfig(_Section):
     lockout_failures: int = Field(5, ge=1)
     lockout_cooloff_minutes: int = Field(15, ge=1)
     deactivate_after_days: int = Field(90, ge=1)
+    mfa_required_for_all: bool = False
+    """Every user must set up a second factor (operator and dealer roles always must)."""
+
+
+class FleetConfig(_Section):
+    """Reading history and device state."""
+
+    raw_retention_days: int = Field(90, ge=1, le=3650)
+    """Raw readings are kept this long; daily counter rollups stay for good."""
+    not_reporting_hours: int = Field(24, ge=1, le=24 * 120)
+    """A device without a reading for this long is shown as "not reporting"."""
+    max_future_skew_seconds: int = Field(3600, ge=0, le=7 * 86400)
+    """Readings dated further ahead than this (agent clock drift) are refused."""
+
+
+class MailConfig(_Section):
+    """Outgoing mail (password resets, security notices, later alerts).
+
+    Without a host, mail is written as files into ``<data_dir>/mail`` — nothing is
+    lost and nothing leaves the machine until an operator configures a server.
+    """
+
+    host: str | None = None
+    port: int = Field(587, ge=1, le=65535)
+    user: str | None = None
+    password: str | None = None
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    from_address: str = "Fleetroom <fleetroom@localhost>"
+    timeout_seconds: int = Field(20, ge=1, le=300)
+
+
+class CacheConfig(_Section):
+    """The cache every web and worker process shares (rate limits, throttles, sessions'
+    helpers).  A per-process memory cache would let each gunicorn worker count login
+    attempts on its own, so the default is a table in the database."""
+
+    backend: Literal["database", "redis"] = "database"
+    redis_url: str = "redis://127.0.0.1:6379/1"
 
 
 class Config(_Section):
@@ -87,6 +125,9 @@ class Config(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    mail: MailConfig = Field(default_factory=MailConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 _BOOL = {"true": True, "false": False}
@@ -106,8 +147,10 @@ def _env_value(raw: str, annotation: Any) -> Any:
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # Every field whose type is a section is a [section]; a new section needs no edit here.
     sections: dict[str, type[BaseModel]] = {
-        "database": DatabaseConfig, "worker": WorkerConfig, "security": SecurityConfig}
+        name: field.annotation for name, field in Config.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)}
     known: dict[str, tuple[str | None, str, Any]] = {}
     for name, field in Config.model_fields.items():
         if name not in sections:
@@ -192,4 +235,21 @@ secret_key = "{secrets.token_urlsafe(64)}"
 # session_idle_minutes = 30
 # session_absolute_hours = 12
 # deactivate_after_days = 90
+# mfa_required_for_all = false   # operator and dealer roles always need a second factor
+
+[fleet]
+# raw_retention_days = 90
+# not_reporting_hours = 24
+
+[mail]
+# host = "smtp.example.com"      # without a host, mail is written to files in <data_dir>/mail
+# port = 587
+# security = "starttls"          # starttls | tls | none
+# user = "fleetroom"
+# password = "…"                 # or FLEETROOM_MAIL_PASSWORD
+# from_address = "Fleetroom <fleetroom@example.com>"
+
+[cache]
+# backend = "database"           # database | redis (shared by every process)
+# redis_url = "redis://127.0.0.1:6379/1"
 '''

@@ -142,6 +142,39 @@ def _huey(cfg: _config.Config) -> dict[str, Any]:
 
 HUEY = _huey(CONFIG)
 
+
+def _caches(cfg: _config.Config) -> dict[str, Any]:
+    """One cache shared by all processes (login rate limits must count across workers)."""
+    if cfg.cache.backend == "redis":
+        return {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                            "LOCATION": cfg.cache.redis_url}}
+    return {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache",
+                        "LOCATION": "fleetroom_cache", "OPTIONS": {"MAX_ENTRIES": 50000}}}
+
+
+CACHES = _caches(CONFIG)
+
+# --- Fleet history ([fleet]; read through fleetroom.fleet.conf) ----------------------
+FLEETROOM_FLEET_RAW_RETENTION_DAYS = CONFIG.fleet.raw_retention_days
+FLEETROOM_FLEET_NOT_REPORTING_HOURS = CONFIG.fleet.not_reporting_hours
+FLEETROOM_FLEET_MAX_FUTURE_SKEW_SECONDS = CONFIG.fleet.max_future_skew_seconds
+
+# --- Mail ([mail]); without a host, files in the data directory -----------------------
+DEFAULT_FROM_EMAIL = CONFIG.mail.from_address
+SERVER_EMAIL = CONFIG.mail.from_address
+EMAIL_TIMEOUT = CONFIG.mail.timeout_seconds
+if CONFIG.mail.host:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = CONFIG.mail.host
+    EMAIL_PORT = CONFIG.mail.port
+    EMAIL_HOST_USER = CONFIG.mail.user or ""
+    EMAIL_HOST_PASSWORD = CONFIG.mail.password or ""
+    EMAIL_USE_TLS = CONFIG.mail.security == "starttls"
+    EMAIL_USE_SSL = CONFIG.mail.security == "tls"
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = DATA_DIR / "mail"
+
 AUTH_PASSWORD_VALIDATORS: list[dict[str, Any]] = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
      "OPTIONS": {"min_length": 15}},
@@ -182,7 +215,7 @@ MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_TOTP_ISSUER = "Fleetroom"
 MFA_RECOVERY_CODES_SHOW_ONCE = True
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = CONFIG.debug  # http://localhost while developing
-FLEETROOM_MFA_REQUIRED_FOR_ALL = False  # True: every user must set up MFA
+FLEETROOM_MFA_REQUIRED_FOR_ALL = CONFIG.security.mfa_required_for_all
 USERSESSIONS_TRACK_ACTIVITY = False
 AXES_FAILURE_LIMIT = CONFIG.security.lockout_failures
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fleetroom import config
 
@@ -60,3 +62,86 @@ def test_starter_file_is_valid_and_secret_is_fresh(tmp_path):
     assert a != b
     (tmp_path / config.CONFIG_FILE).write_text(a)
     assert len(config.load({"FLEETROOM_DATA_DIR": str(tmp_path)}).secret_key) >= 50
+
+
+# --- sections added for fleet history, mail and the shared cache ----------------------
+
+def test_fleet_mail_cache_sections_from_toml_and_env(tmp_path):
+    (tmp_path / config.CONFIG_FILE).write_text(
+        'secret_key = "' + "s" * 60 + '"\n'
+        "[fleet]\nraw_retention_days = 30\n"
+        '[mail]\nhost = "smtp.example.org"\nsecurity = "tls"\nport = 465\n'
+        '[cache]\nbackend = "redis"\n', encoding="utf-8")
+    cfg = config.load({"FLEETROOM_DATA_DIR": str(tmp_path),
+                       "FLEETROOM_FLEET_NOT_REPORTING_HOURS": "48",
+                       "FLEETROOM_SECURITY_MFA_REQUIRED_FOR_ALL": "true"})
+    assert cfg.fleet.raw_retention_days == 30
+    assert cfg.fleet.not_reporting_hours == 48
+    assert cfg.mail.host == "smtp.example.org"
+    assert cfg.mail.port == 465
+    assert cfg.mail.security == "tls"
+    assert cfg.cache.backend == "redis"
+    assert cfg.security.mfa_required_for_all is True
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), [
+    ("FLEETROOM_FLEET_RAW_RETENTION_DAYS", "0", "fleet.raw_retention_days"),
+    ("FLEETROOM_MAIL_SECURITY", "ssl", "mail.security"),
+    ("FLEETROOM_CACHE_BACKEND", "memcached", "cache.backend"),
+    ("FLEETROOM_SECURITY_MFA_REQUIRED_FOR_ALL", "yes", "FLEETROOM_SECURITY_MFA_REQUIRED_FOR_ALL"),
+    ("FLEETROOM_MAIL_HOSTNAME", "x", "unknown environment variable FLEETROOM_MAIL_HOSTNAME"),
+])
+def test_new_sections_refuse_wrong_values(tmp_path, key, value, fragment):
+    env = {"FLEETROOM_DATA_DIR": str(tmp_path), "FLEETROOM_SECRET_KEY": "s" * 60, key: value}
+    with pytest.raises(config.ConfigError, match=re.escape(fragment)):
+        config.load(env)
+
+
+def test_starter_file_parses_and_documents_every_section(tmp_path):
+    (tmp_path / config.CONFIG_FILE).write_text(config.starter_toml(), encoding="utf-8")
+    cfg = config.load({"FLEETROOM_DATA_DIR": str(tmp_path)})
+    text = config.starter_toml()
+    for section in ("database", "worker", "security", "fleet", "mail", "cache"):
+        assert f"[{section}]" in text
+    assert cfg.mail.host is None  # mail goes to files until a server is configured
+
+
+@pytest.mark.django_db
+def test_cache_is_shared_and_mail_defaults_to_files(settings):
+    from django.core.cache import cache
+
+    assert settings.CACHES["default"]["BACKEND"].endswith("DatabaseCache")
+    cache.set("fleetroom-test-key", 42, 30)  # the table exists (created on migrate)
+    assert cache.get("fleetroom-test-key") == 42
+
+
+def _settings_in_subprocess(tmp_path, **env_extra: str) -> dict:
+    """The settings module as a fresh process derives it (the test runner replaces the
+    mail backend in this one)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, fleetroom.settings as s; print(json.dumps({k: str(getattr(s, k, ''))"
+            " for k in ('EMAIL_BACKEND', 'EMAIL_FILE_PATH', 'EMAIL_HOST', 'EMAIL_PORT',"
+            " 'EMAIL_USE_SSL', 'EMAIL_USE_TLS', 'FLEETROOM_FLEET_RAW_RETENTION_DAYS')}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    env.update({"FLEETROOM_DATA_DIR": str(tmp_path), "FLEETROOM_SECRET_KEY": "s" * 60,
+                **env_extra})
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_mail_goes_to_files_in_the_data_dir_until_a_host_is_set(tmp_path):
+    s = _settings_in_subprocess(tmp_path)
+    assert s["EMAIL_BACKEND"] == "django.core.mail.backends.filebased.EmailBackend"
+    assert s["EMAIL_FILE_PATH"] == str(tmp_path / "mail")
+    s = _settings_in_subprocess(tmp_path, FLEETROOM_MAIL_HOST="127.0.0.1",
+                                FLEETROOM_MAIL_PORT="2525", FLEETROOM_MAIL_SECURITY="tls",
+                                FLEETROOM_FLEET_RAW_RETENTION_DAYS="7")
+    assert s["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert (s["EMAIL_HOST"], s["EMAIL_PORT"]) == ("127.0.0.1", "2525")
+    assert (s["EMAIL_USE_SSL"], s["EMAIL_USE_TLS"]) == ("True", "False")
+    assert s["FLEETROOM_FLEET_RAW_RETENTION_DAYS"] == "7"

@@ -1,8 +1,8 @@
 """The fleet app's tunables, read from Django settings with safe defaults.
 
-The values belong in :mod:`fleetroom.config` (``[fleet]`` section, strictly
-parsed like everything else); until that section exists, these defaults apply and
-settings can override them by name.
+The values come from :mod:`fleetroom.config` (``[fleet]`` section, strictly
+parsed like everything else) through settings; the defaults here apply only when
+the settings module does not set them (a bare test configuration).
 """
 
 from __future__ import annotations
