@@ -306,3 +306,17 @@ def test_hypothesis_codes_never_exceed_the_creator(world, creator_sites):
             transaction.set_rollback(True)
 
     check()
+
+
+def test_daily_prune_task_is_scheduled_and_prunes(world):
+    from django.utils import timezone as tz
+    from fleetroom.tenancy.tasks import prune_lockout_counters
+    from huey.contrib.djhuey import HUEY
+
+    assert "fleetroom.tenancy.tasks.prune_lockout_counters" in HUEY._registry._registry
+    with pytest.raises(ValidationError):
+        services.do_redeem_access_code(mkuser("q"), "bad", IP)
+    daily = prune_lockout_counters.task_class().validate_datetime
+    assert daily(tz.now().replace(hour=3, minute=41)) is True
+    assert daily(tz.now().replace(hour=3, minute=42)) is False
+    assert prune_lockout_counters.call_local() == 0  # fresh failures are kept
