@@ -9,14 +9,24 @@ default (healthchecks' ``envbool`` refuses anything but true/false; so do we).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_FILE = "fleetroom.toml"
 NOT_SERVER_PREFIXES = ("FLEETROOM_SNMP_", "FLEETROOM_AGENT_", "FLEETROOM_DEMO_",
@@ -111,6 +121,378 @@ class CacheConfig(_Section):
     redis_url: str = "redis://127.0.0.1:6379/1"
 
 
+# --- SSO: LDAP bind and OpenID Connect (fleetroom/accounts/sso) --------------------------
+# Parsed here like every other section; turned into Django settings by
+# fleetroom.accounts.sso.conf.  Secrets are SecretStr, so a repr or a validation
+# message never shows them.
+
+BuiltinRoleName = Literal["operator_admin", "dealer_admin", "dealer_technician",
+                          "customer_admin", "customer_viewer"]
+"""The built-in roles a directory group or SSO provider may grant (tenancy.permissions;
+a test keeps the two lists equal).  Custom roles are per tenant and managed in the UI."""
+
+LdapGroupType = Literal["groupOfNames", "nestedGroupOfNames", "groupOfUniqueNames",
+                        "posixGroup", "activeDirectory", "nestedActiveDirectory"]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: traffic that never leaves the machine."""
+    if not host:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_dn(value: str, what: str) -> str:
+    """A syntactically valid DN (python-ldap's parser), so a typo fails at start-up
+    instead of as "user not found" at the first login."""
+    import ldap.dn  # type: ignore[import-untyped]
+
+    value = value.strip()
+    try:
+        parts = ldap.dn.str2dn(value)
+    except ldap.DECODING_ERROR:
+        raise ValueError(f"{what} is not a valid LDAP DN") from None
+    if not parts:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+def _check_filter(value: str, *, needs_user: bool) -> str:
+    """An LDAP filter in parentheses, balanced, with ``%(user)s`` where the login goes."""
+    value = value.strip()
+    depth = 0
+    for ch in value:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            break
+    if not (value.startswith("(") and value.endswith(")")) or depth != 0:
+        raise ValueError("must be an LDAP filter in balanced parentheses, e.g. (uid=%(user)s)")
+    if needs_user and "%(user)s" not in value:
+        raise ValueError("must contain %(user)s where the login name goes, e.g. (uid=%(user)s)")
+    return value
+
+
+class LdapGroupMapping(_Section):
+    """One directory group and the membership its members get."""
+
+    group: str
+    """The group's DN, e.g. ``cn=fleet-admins,ou=groups,dc=example,dc=org``."""
+    tenant: int | str
+    """The tenant: its id (``12``) or its names from the top (``Dealer/Customer``)."""
+    role: BuiltinRoleName
+
+    @field_validator("group")
+    @classmethod
+    def _dn(cls, v: str) -> str:
+        return _check_dn(v, "group")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: int | str) -> int | str:
+        if isinstance(v, str) and not v.strip(" /"):
+            raise ValueError("must be a tenant id or its names from the top, "
+                             "e.g. 'Dealer/Customer'")
+        return v
+
+
+class LdapAttributeMap(_Section):
+    """Which directory attribute fills which user field (updated at every login)."""
+
+    first_name: str = "givenName"
+    last_name: str = "sn"
+    email: str = "mail"
+
+
+class LdapConfig(_Section):
+    """Log in with a directory password (OpenLDAP, Active Directory) through django-auth-ldap.
+
+    Users are found by ``user_search_filter`` under ``user_search_base`` with the
+    service account (``bind_dn``), then bound with their own password.  They are
+    mapped to Fleetroom users by ``subject_attribute`` (``entryUUID``; on Active
+    Directory ``objectGUID``), which survives renames and moves — never by DN.
+    """
+
+    server_uri: str
+    """``ldaps://dc1.example.com`` (several, space-separated, are tried in turn)."""
+    bind_dn: str = ""
+    """The service account that searches; empty means an anonymous search."""
+    bind_password: SecretStr = SecretStr("")
+    user_search_base: str
+    user_search_filter: str = "(uid=%(user)s)"
+    """AD: ``(sAMAccountName=%(user)s)``; also by e-mail: ``(|(uid=%(user)s)(mail=%(user)s))``."""
+    username_attribute: str = "uid"
+    """The attribute that becomes the Fleetroom username (AD: ``sAMAccountName``)."""
+    subject_attribute: str = "entryUUID"
+    """The stable identifier of the entry (AD: ``objectGUID``)."""
+    start_tls: bool = False
+    ca_file: Path | None = None
+    """PEM file with the CA that signed the server's certificate (ldaps:// and StartTLS)."""
+    allow_plaintext: bool = False
+    """Permit ldap:// without StartTLS to a host other than this machine (passwords
+    would cross the network in clear text)."""
+    timeout_seconds: int = Field(10, ge=1, le=120)
+    group_search_base: str = ""
+    group_search_filter: str = ""
+    """Narrows the group search; empty means every group of ``group_type``'s class."""
+    group_type: LdapGroupType = "groupOfNames"
+    groups: list[LdapGroupMapping] = Field(default_factory=list)
+    """Which groups give which membership; the first mapping per tenant wins, so list
+    stronger roles first.  Someone in none of them can log in but sees nothing: to
+    keep them out, narrow ``user_search_filter`` (e.g. with ``memberOf``)."""
+    attributes: LdapAttributeMap = Field(default_factory=LdapAttributeMap)
+    link_existing_by_email: bool = False
+    """Link a first directory login to an existing Fleetroom account with the same
+    e-mail address (which then loses its local password).  Off: such a login is
+    refused and an administrator decides."""
+
+    @field_validator("server_uri")
+    @classmethod
+    def _uris(cls, v: str) -> str:
+        uris = v.split()
+        if not uris:
+            raise ValueError("must name at least one server, e.g. ldaps://dc1.example.com")
+        for uri in uris:
+            if not re.fullmatch(r"(ldap|ldaps|ldapi)://\S*", uri):
+                raise ValueError(f"{uri!r} must start with ldap://, ldaps:// or ldapi://")
+        return " ".join(uris)
+
+    @field_validator("bind_dn")
+    @classmethod
+    def _bind_dn(cls, v: str) -> str:
+        return _check_dn(v, "bind_dn") if v.strip() else ""
+
+    @field_validator("user_search_base")
+    @classmethod
+    def _user_base(cls, v: str) -> str:
+        return _check_dn(v, "user_search_base")
+
+    @field_validator("group_search_base")
+    @classmethod
+    def _group_base(cls, v: str) -> str:
+        return _check_dn(v, "group_search_base") if v.strip() else ""
+
+    @field_validator("user_search_filter")
+    @classmethod
+    def _user_filter(cls, v: str) -> str:
+        return _check_filter(v, needs_user=True)
+
+    @field_validator("group_search_filter")
+    @classmethod
+    def _group_filter(cls, v: str) -> str:
+        return _check_filter(v, needs_user=False) if v.strip() else ""
+
+    @field_validator("username_attribute", "subject_attribute")
+    @classmethod
+    def _attribute_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", v):
+            raise ValueError("must be an LDAP attribute name, e.g. uid")
+        return v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"CA file {v} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LdapConfig:
+        if self.groups and not self.group_search_base:
+            raise ValueError("groups are mapped, so group_search_base must name where the "
+                             "groups are")
+        if self.bind_dn and not self.bind_password.get_secret_value():
+            raise ValueError("bind_dn is set but bind_password is empty (set it here or in "
+                             "FLEETROOM_SSO_LDAP_BIND_PASSWORD)")
+        if not self.start_tls and not self.allow_plaintext:
+            for uri in self.server_uri.split():
+                host = re.sub(r":\d+$", "", uri.split("://", 1)[1].split("/", 1)[0])
+                if uri.startswith("ldap://") and not _is_loopback_host(host):
+                    raise ValueError(f"{uri} would send passwords in clear text: use "
+                                     "ldaps://, or start_tls = true")
+        seen: set[str] = set()
+        for mapping in self.groups:
+            key = mapping.group.lower()
+            if key in seen:
+                raise ValueError(f"group {mapping.group} is mapped twice; one group grants "
+                                 "one membership")
+            seen.add(key)
+        return self
+
+
+class OidcProviderConfig(_Section):
+    """One OpenID Connect provider (Entra ID, Keycloak, ADFS, Google Workspace, …).
+
+    The authorization-code flow with PKCE, through django-allauth.  A first login
+    creates a Fleetroom user with ``default_role`` on ``tenant``; later logins update
+    the name and e-mail address.  Nobody else can sign up.
+    """
+
+    id: str
+    """Short name in URLs and the database (``/accounts/oidc/<id>/login/``); never change it."""
+    name: str
+    """Shown on the login button: "Sign in with <name>"."""
+    issuer: str
+    """Exactly as the provider's discovery document says (``https://…``)."""
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    tenant: int | str
+    """The tenant new users are mapped to: its id, or its names from the top."""
+    default_role: BuiltinRoleName = "customer_viewer"
+    allowed_email_domains: list[str] = Field(min_length=1)
+    """Only these e-mail domains may sign in; ``["*"]`` allows any."""
+    require_email_verified: bool = True
+    """Trust an address only when the provider says ``email_verified`` (turn off for
+    providers that never send the claim, such as Entra ID)."""
+    link_existing_by_email: bool = False
+    """Link a first login to an existing account with the same (verified) address,
+    which then loses its local password.  Off: such a login is refused."""
+    token_auth_method: Literal["client_secret_basic", "client_secret_post"] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", v):
+            raise ValueError("must be 1-40 lower-case letters, digits, - or _")
+        if v == "ldap":
+            raise ValueError("'ldap' is reserved for the directory login")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty (it is shown on the login button)")
+        return v.strip()
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be the provider's https:// issuer URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query or fragment")
+        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+            # Tokens from the token endpoint are trusted because TLS authenticated the
+            # issuer (OpenID Connect Core 3.1.3.7): plain http only on this machine.
+            raise ValueError("must use https:// (plain http only for a provider on this "
+                             "machine)")
+        return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        if "openid" not in v:
+            raise ValueError("must include 'openid'")
+        if any(not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", s) for s in v):
+            raise ValueError("scopes are single words without spaces or quotes")
+        return v
+
+    @field_validator("allowed_email_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        out = []
+        for raw in v:
+            d = raw.strip().lower().lstrip("@")
+            if d != "*" and not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", d):
+                raise ValueError(f"{d!r} is not a domain (e.g. example.com, or '*' for any)")
+            out.append(d)
+        return out
+
+
+class SsoConfig(_Section):
+    """Single sign-on: ``[sso.ldap]`` and any number of ``[[sso.oidc]]`` providers."""
+
+    ldap: LdapConfig | None = None
+    oidc: list[OidcProviderConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SsoConfig:
+        ids = [p.id for p in self.oidc]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"two [[sso.oidc]] providers have the id {', '.join(dupes)}")
+        return self
+
+
+_SSO_LDAP_ENV_SKIP = frozenset({"groups", "attributes"})
+_SSO_OIDC_SECRET_RE = re.compile(r"FLEETROOM_SSO_OIDC_([A-Z0-9_]+)_CLIENT_SECRET")
+
+
+def _sso_env_id(provider_id: str) -> str:
+    return provider_id.upper().replace("-", "_")
+
+
+def _sso_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``FLEETROOM_SSO_LDAP_<KEY>`` for the ``[sso.ldap]`` scalars and lists, and
+    ``FLEETROOM_SSO_OIDC_<ID>_CLIENT_SECRET`` for a provider's secret (the provider
+    itself is defined in the file).  Returns the LDAP values and the secrets by id."""
+    ldap_known = {f"FLEETROOM_SSO_LDAP_{name.upper()}": (name, field.annotation)
+                  for name, field in LdapConfig.model_fields.items()
+                  if name not in _SSO_LDAP_ENV_SKIP}
+    ldap_values: dict[str, Any] = {}
+    secrets_by_id: dict[str, str] = {}
+    for key, raw in env.items():
+        if key != "FLEETROOM_SSO" and not key.startswith("FLEETROOM_SSO_"):
+            continue
+        if key in ldap_known:
+            name, annotation = ldap_known[key]
+            try:
+                ldap_values[name] = _env_value(raw, annotation)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+            continue
+        match = _SSO_OIDC_SECRET_RE.fullmatch(key)
+        if match:
+            secrets_by_id[match[1]] = raw
+            continue
+        raise ConfigError(f"unknown environment variable {key} (SSO settings from the "
+                          "environment: FLEETROOM_SSO_LDAP_<KEY> and "
+                          "FLEETROOM_SSO_OIDC_<ID>_CLIENT_SECRET; the rest goes in "
+                          "[sso] of the config file)")
+    return ldap_values, secrets_by_id
+
+
+def _merge_sso_env(merged: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Fold the SSO environment variables into the file's ``[sso]`` data (in place)."""
+    ldap_values, secrets_by_id = _sso_from_env(env)
+    if not ldap_values and not secrets_by_id:
+        return
+    sso = merged.get("sso", {})
+    if not isinstance(sso, dict):
+        return  # not a table: validation reports it
+    sso = dict(sso)
+    if ldap_values:
+        current = sso.get("ldap") or {}
+        if isinstance(current, dict):
+            sso["ldap"] = {**current, **ldap_values}
+    providers = sso.get("oidc", [])
+    by_env_id = {_sso_env_id(str(p.get("id", ""))): i for i, p in enumerate(providers)
+                 if isinstance(p, dict)} if isinstance(providers, list) else {}
+    for env_id, secret in secrets_by_id.items():
+        if env_id not in by_env_id:
+            raise ConfigError(f"FLEETROOM_SSO_OIDC_{env_id}_CLIENT_SECRET: no [[sso.oidc]] "
+                              "provider with that id in the config file")
+        i = by_env_id[env_id]
+        providers = [*providers]
+        providers[i] = {**providers[i], "client_secret": secret}
+    if secrets_by_id:
+        sso["oidc"] = providers
+    merged["sso"] = sso
+
+# --- end SSO -------------------------------------------------------------------------------
+
+
 class Config(_Section):
     """Everything the server reads at start-up."""
 
@@ -128,6 +510,7 @@ class Config(_Section):
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     mail: MailConfig = Field(default_factory=MailConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    sso: SsoConfig = Field(default_factory=SsoConfig)  # SSO (see the SSO block above)
 
 
 _BOOL = {"true": True, "false": False}
@@ -162,6 +545,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for key, raw in env.items():
         if not key.startswith("FLEETROOM_") or key.startswith(NOT_SERVER_PREFIXES):
             continue
+        if key == "FLEETROOM_SSO" or key.startswith("FLEETROOM_SSO_"):
+            continue  # SSO: _sso_from_env
         if key not in known:
             raise ConfigError(f"unknown environment variable {key} (see the README for the "
                               "list of settings)")
@@ -200,6 +585,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
+    _merge_sso_env(merged, env)  # SSO
     if "secret_key" not in merged:
         raise ConfigError(f"no secret key: run `fleetroom init` to create {path}, or set "
                           "FLEETROOM_SECRET_KEY")
@@ -252,4 +638,32 @@ secret_key = "{secrets.token_urlsafe(64)}"
 [cache]
 # backend = "database"           # database | redis (shared by every process)
 # redis_url = "redis://127.0.0.1:6379/1"
+
+# Single sign-on (optional).  Secrets may come from the environment instead:
+# FLEETROOM_SSO_LDAP_BIND_PASSWORD, FLEETROOM_SSO_OIDC_<ID>_CLIENT_SECRET.
+# [sso.ldap]
+# server_uri = "ldaps://dc1.example.com"
+# bind_dn = "cn=fleetroom,ou=services,dc=example,dc=com"
+# bind_password = "…"
+# user_search_base = "ou=people,dc=example,dc=com"
+# user_search_filter = "(uid=%(user)s)"        # AD: (sAMAccountName=%(user)s)
+# username_attribute = "uid"                    # AD: sAMAccountName
+# subject_attribute = "entryUUID"               # AD: objectGUID
+# ca_file = "/etc/ssl/certs/company-ca.pem"
+# group_search_base = "ou=groups,dc=example,dc=com"
+# group_type = "groupOfNames"                   # AD: activeDirectory
+# [[sso.ldap.groups]]
+# group = "cn=fleet-admins,ou=groups,dc=example,dc=com"
+# tenant = "Dealer/Customer"                    # or the tenant id
+# role = "customer_admin"
+#
+# [[sso.oidc]]
+# id = "corp"
+# name = "Example Corp"
+# issuer = "https://login.example.com/realms/corp"
+# client_id = "fleetroom"
+# client_secret = "…"
+# tenant = "Dealer/Customer"
+# default_role = "customer_viewer"
+# allowed_email_domains = ["example.com"]
 '''

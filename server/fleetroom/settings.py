@@ -230,6 +230,21 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout ends on time
 AXES_DISABLE_ACCESS_LOG = True  # logins are in the audit log; no second IP history
 AXES_VERBOSE = False  # no start-up banner on every CLI command
 
+# --- SSO: LDAP bind and OpenID Connect (fleetroom/accounts/sso) -----------------------
+# FLEETROOM_SSO, AUTHENTICATION_BACKENDS (+ the LDAP backend when [sso.ldap] is set),
+# AUTH_LDAP_* and SOCIALACCOUNT_*: all derived from [sso] by one function, which the
+# tests call too.
+from fleetroom.accounts.sso.conf import django_settings as _sso_settings  # noqa: E402
+
+FLEETROOM_SSO: _config.SsoConfig = CONFIG.sso  # read at login time (accounts.sso.services)
+globals().update(_sso_settings(CONFIG.sso, backends=AUTHENTICATION_BACKENDS))
+ACCOUNT_FORMS: dict[str, str] = {
+    **globals().get("ACCOUNT_FORMS", {}),
+    "set_password": "fleetroom.accounts.sso.forms.SsoAwareSetPasswordForm",
+    "reset_password_from_key": "fleetroom.accounts.sso.forms.SsoAwareResetPasswordKeyForm",
+}
+# --- end SSO ---------------------------------------------------------------------------
+
 LANGUAGE_CODE = CONFIG.language
 LANGUAGES = [("de", _("German")), ("en", _("English"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
@@ -274,5 +289,9 @@ LOGGING: dict[str, Any] = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Configured here so run_huey does not add a second handler (every line twice).
+        "huey": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }

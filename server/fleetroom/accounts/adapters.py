@@ -64,6 +64,27 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
             logger.exception("could not send security notification %s to user %s",
                              template_prefix, user.pk)
 
+    # --- SSO (fleetroom/accounts/sso): no local password for SSO accounts ----------------
+
+    def set_password(self, user: User, password: str) -> None:
+        """Refuse to give an account that signs in through SSO a local password (the
+        forms say so first; this catches every other path through allauth)."""
+        from fleetroom.accounts.sso.services import is_sso_managed
+
+        if is_sso_managed(user):
+            raise PermissionDenied("this account signs in through SSO")
+        super().set_password(user, password)
+
+    def send_password_reset_mail(self, user: User, email: str, context: dict[str, Any]) -> None:
+        """No reset link for an account that signs in through SSO (its password is
+        the organisation's); the form still answers as if one was sent."""
+        from fleetroom.accounts.sso.services import is_sso_managed
+
+        if is_sso_managed(user):
+            logger.info("no password reset mail for SSO user %s", user.pk)
+            return
+        super().send_password_reset_mail(user, email, context)
+
 
 class MFAAdapter(DefaultMFAAdapter):  # type: ignore[misc]
     """MFA adapter: encrypted secrets, and MFA cannot be switched off where required."""

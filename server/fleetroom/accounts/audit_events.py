@@ -36,12 +36,20 @@ MFA_REMOVED = "accounts.mfa_removed"
 MFA_RESET = "accounts.mfa_reset"
 API_TOKEN_AUTHENTICATED = "accounts.api_token_authenticated"  # noqa: S105
 SESSION_EXPIRED = "accounts.session_expired"
+# SSO (fleetroom/accounts/sso)
+SSO_USER_CREATED = "accounts.sso_user_created"
+SSO_IDENTITY_LINKED = "accounts.sso_identity_linked"
+SSO_USER_UPDATED = "accounts.sso_user_updated"
+SSO_LOGIN_REFUSED = "accounts.sso_login_refused"
+SSO_IDENTITY_GONE = "accounts.sso_identity_gone"
 
 ALL_ACTIONS = (LOGIN_SUCCEEDED, LOGIN_FAILED, LOCKED_OUT, UNLOCKED, DEACTIVATED, REACTIVATED,
                PASSWORD_CHANGED, PASSWORD_RESET, MFA_ADDED, MFA_REMOVED, MFA_RESET,
-               API_TOKEN_AUTHENTICATED, SESSION_EXPIRED)
+               API_TOKEN_AUTHENTICATED, SESSION_EXPIRED,
+               SSO_USER_CREATED, SSO_IDENTITY_LINKED, SSO_USER_UPDATED, SSO_LOGIN_REFUSED,
+               SSO_IDENTITY_GONE)
 
-_WARNING_ACTIONS = frozenset({LOCKED_OUT, DEACTIVATED})
+_WARNING_ACTIONS = frozenset({LOCKED_OUT, DEACTIVATED, SSO_LOGIN_REFUSED, SSO_IDENTITY_GONE})
 """Logged at WARNING so log-based alerting picks them up without configuration."""
 
 

@@ -14,3 +14,15 @@ def deactivate_idle_users() -> list[int]:
     (``[security] deactivate_after_days``, 90 by default).  Off the hour, so many
     installations do not all hit a shared database at 03:00 sharp."""
     return services.deactivate_idle_users()
+
+
+# --- SSO (fleetroom/accounts/sso) ----------------------------------------------------------
+
+@db_periodic_task(crontab(minute="41"))  # type: ignore[untyped-decorator]
+def sync_ldap_directory() -> list[int]:
+    """Hourly: re-read every directory user, so someone removed from a mapped group or
+    from the directory loses that access without waiting for a login that will
+    never come.  Does nothing when ``[sso.ldap]`` is not configured."""
+    from fleetroom.accounts.sso import services as sso_services
+
+    return sso_services.sync_ldap_directory().gone
