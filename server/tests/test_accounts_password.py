@@ -123,3 +123,20 @@ def test_production_hashing_is_argon2id():
         assert encoded.startswith("argon2$argon2id$")
         user = User(username="x", password=encoded)
         assert user.check_password(PASSWORD)
+
+
+def test_an_admin_cannot_give_an_sso_account_a_local_password():
+    from django.core.exceptions import ValidationError
+    from fleetroom.accounts.models import ExternalIdentity
+    from fleetroom.accounts.services import do_set_password
+
+    user = make_user("ldapuser")
+    user.set_unusable_password()
+    user.save()
+    ExternalIdentity.objects.create(kind=ExternalIdentity.Kind.LDAP, provider="ldap",
+                                    subject="5f1c4f9e-0000-4000-8000-000000000001", user=user)
+    with pytest.raises(ValidationError) as exc:
+        do_set_password(user, "another long enough passphrase", acting_user=None)
+    assert exc.value.code == "sso_account"
+    user.refresh_from_db()
+    assert not user.has_usable_password()

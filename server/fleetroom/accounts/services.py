@@ -16,7 +16,7 @@ from allauth.usersessions.models import UserSession
 from axes.utils import reset as axes_reset
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -91,6 +91,11 @@ def do_set_password(user: User, raw_password: str, *, acting_user: User | None,
     """Set a new password for someone (an admin action or the API); validates it
     against the password policy and ends all of that user's sessions."""
     _check_may_administer(acting_user, user)
+    if user.pk is not None and user.external_identities.exists():
+        # Such a person signs in at their directory or identity provider; a local
+        # password would be a second way in that the directory cannot revoke.
+        raise ValidationError(_("This account signs in through single sign-on and has no "
+                                "local password."), code="sso_account")
     validate_password(raw_password, user)
     with transaction.atomic():
         user.set_password(raw_password)
