@@ -122,6 +122,28 @@ class AccessCodeRevoked(_Data):
     memberships_revoked: int
 
 
+class UserCreated(_Data):
+    """user.created: an administrator created an account (it has no password yet)."""
+
+    user_id: int
+    username: str
+    email: str
+
+
+class PasswordLinkIssued(_Data):
+    """user.password_link_issued: a one-time set-password link was shown to an admin."""
+
+    user_id: int
+    had_password: bool
+
+
+class AccessCodeUnlocked(_Data):
+    """access_code.unlocked: an administrator lifted a user's redemption lockout."""
+
+    user_id: int
+    keys: list[str]
+
+
 ACTIONS: dict[str, type[BaseModel]] = {
     "tenant.created": TenantCreated,
     "tenant.renamed": TenantRenamed,
@@ -138,6 +160,9 @@ ACTIONS: dict[str, type[BaseModel]] = {
     "access_code.failed": AccessCodeFailed,
     "access_code.locked_out": AccessCodeLockedOut,
     "access_code.revoked": AccessCodeRevoked,
+    "access_code.unlocked": AccessCodeUnlocked,
+    "user.created": UserCreated,
+    "user.password_link_issued": PasswordLinkIssued,
 }
 
 

@@ -49,17 +49,21 @@ from fleetroom.tenancy.audit_events import (
     AccessCodeLockedOut,
     AccessCodeRedeemed,
     AccessCodeRevoked,
+    AccessCodeUnlocked,
     MembershipChanged,
     MembershipData,
+    PasswordLinkIssued,
     RoleData,
     TenantActivation,
     TenantCreated,
     TenantMoved,
     TenantRenamed,
+    UserCreated,
 )
 from fleetroom.tenancy.models import (
     ALLOWED_PARENT,
     AccessCode,
+    LockoutCounter,
     Membership,
     Role,
     Tenant,
@@ -714,3 +718,135 @@ def do_revoke_access_code(code: AccessCode, *, acting_user: Actor,
                      data=AccessCodeRevoked(lookup_id=c.lookup_id, memberships_revoked=revoked))
     code.revoked_at = c.revoked_at
     return c
+
+
+# --- accounts administered from a tenant ---------------------------------------------------
+#
+# Creating a person's account belongs here rather than in accounts/: an administrator
+# may only create someone *into* a tenant they manage, so the account and its first
+# membership are one transaction (no orphan account that nobody can see or manage).
+
+def _may_administer_account(actor: Actor, target: User) -> bool:
+    """The accounts app's rule for changing another person's account (unlock,
+    deactivate, set a password): SYSTEM, an active superuser, or whoever a policy hook
+    allows — tenancy's "could grant every live membership the target holds"."""
+    from fleetroom.accounts import policy
+
+    if actor is SYSTEM:
+        return True
+    assert isinstance(actor, User)
+    if actor.is_active and actor.is_superuser:
+        return True
+    return any(check(actor, target) for check in policy.ACCOUNT_ADMIN_CHECKS)
+
+
+def do_create_user(*, username: str, email: str, display_name: str, tenant: Tenant,
+                   acting_user: Actor, role: str | None = None,
+                   custom_role: Role | None = None, permissions: Iterable[str] | None = None,
+                   sites: Iterable[Tenant] | None = None, expires_at: datetime | None = None,
+                   request: HttpRequest | None = None) -> tuple[User, Membership]:
+    """A new account without a usable password, and its first membership on ``tenant``.
+
+    The grant is checked exactly like :func:`do_grant_membership` (and first, so a
+    refused grant creates nothing).  The person sets a password through a link from
+    :func:`do_issue_password_link`; an administrator never types or sees one.
+    Username and e-mail must be unused, compared case-insensitively (allauth logs
+    in with either, case-insensitively).
+    """
+    username = (username or "").strip()
+    email = (email or "").strip()
+    display_name = " ".join((display_name or "").split())
+    site_list = _clean_sites(tenant, sites)
+    _role, _crole, _perm_list, perms = _role_source(tenant, role, custom_role, permissions)
+    check_grantable(acting_user, Permission.MANAGE_USERS, tenant, perms, site_list)
+    with transaction.atomic():
+        if (User.objects.filter(username__iexact=username).exists()
+                or User.objects.filter(email__iexact=email).exists()):
+            raise ValidationError(
+                _("An account with this username or e-mail address already exists."),
+                code="unique")
+        user = User(username=username, email=email, first_name=display_name[:150])
+        user.set_unusable_password()
+        user.full_clean(exclude=["password", "last_name"], validate_unique=False)
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:
+            raise ValidationError(
+                _("An account with this username or e-mail address already exists."),
+                code="unique") from None
+        audit.record("user.created", tenant=tenant, actor=acting_user, target=user,
+                     request=request,
+                     data=UserCreated(user_id=user.pk, username=user.username,
+                                      email=user.email))
+        membership = do_grant_membership(user, tenant, acting_user=acting_user, role=role,
+                                         custom_role=custom_role, permissions=permissions,
+                                         sites=site_list, expires_at=expires_at,
+                                         request=request)
+    return user, membership
+
+
+def do_issue_password_link(user: User, *, acting_user: Actor,
+                           request: HttpRequest | None = None) -> str:
+    """A one-time link (site-relative path) with which ``user`` sets a new password.
+
+    It is allauth's password-reset link, so the page, the password policy, the
+    session clean-up and the audit event of a reset all apply unchanged.  The
+    token is bound to the current password hash: it dies once used, and after
+    ``PASSWORD_RESET_TIMEOUT``.  For an account without a usable password a new
+    random unusable one is stored first, so an earlier link stops working as well.
+    Needs the right to administer the account (as for setting its password); an
+    account that signs in through SSO gets no link (ValidationError).
+    """
+    from allauth.account.forms import default_token_generator
+    from allauth.account.utils import user_pk_to_url_str
+    from django.urls import reverse
+
+    from fleetroom.accounts.sso.services import is_sso_managed
+
+    if not _may_administer_account(acting_user, user):
+        raise PermissionDenied(_("You may not change this account."))
+    if is_sso_managed(user):
+        # The reset form refuses such accounts (their directory is the only way in).
+        raise ValidationError(_("This person signs in through their organisation and has "
+                                "no password here."), code="sso_managed")
+    with transaction.atomic():
+        target = User.objects.select_for_update().get(pk=user.pk)
+        had_password = target.has_usable_password()
+        if not had_password:
+            target.set_unusable_password()
+            target.save(update_fields=["password"])
+        audit.record("user.password_link_issued", tenant=None, actor=acting_user,
+                     target=target, request=request,
+                     data=PasswordLinkIssued(user_id=target.pk, had_password=had_password))
+        token = default_token_generator.make_token(target)
+    user.password = target.password
+    return reverse("account_reset_password_from_key",
+                   kwargs={"uidb36": user_pk_to_url_str(target), "key": token})
+
+
+def access_code_lockout_keys(user: User) -> list[str]:
+    """The user's own redemption counters that are locked right now (not the address's)."""
+    return lockout.locked_keys(lockout.keys_for(REDEEM_PURPOSE, user, None))
+
+
+def do_lift_access_code_lockout(user: User, *, acting_user: Actor,
+                                request: HttpRequest | None = None) -> int:
+    """Forget a user's failed code redemptions (the admin "unlock" for access codes).
+
+    Only the user's own counter: an address counter is shared by everybody behind it
+    and expires on its own.  Same right as unlocking a login.  Returns how many
+    counters were cleared.
+    """
+    if not _may_administer_account(acting_user, user):
+        raise PermissionDenied(_("You may not change this account."))
+    keys = lockout.keys_for(REDEEM_PURPOSE, user, None)
+    with transaction.atomic():
+        present = list(LockoutCounter.objects.filter(key__in=keys)
+                       .values_list("key", flat=True))
+        if not present:
+            return 0
+        lockout.register_success(keys)
+        audit.record("access_code.unlocked", tenant=None, actor=acting_user, target=user,
+                     request=request, data=AccessCodeUnlocked(user_id=user.pk, keys=present))
+    return len(present)
