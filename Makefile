@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv run --locked --quiet
 
-.PHONY: setup demo test lint pytest pytest-postgres bench fmt
+.PHONY: setup demo test lint pytest pytest-postgres bench fmt messages
 
 setup:
 	@scripts/setup.sh
@@ -39,3 +39,7 @@ bench: setup
 
 fmt:
 	$(UV) ruff check --fix .
+
+# Refresh the German catalogues from the source and compile them (commit .po and .mo).
+messages:
+	scripts/messages.sh

@@ -16,6 +16,8 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 # Tests run a real directory server (SSO by LDAP bind) and a real browser (UI flows).
 [ -x /usr/sbin/slapd ] || need_apt+=(slapd ldap-utils)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# gettext: msgfmt/xgettext check that the German catalogue is complete and compiled.
+command -v msgfmt >/dev/null 2>&1 || need_apt+=(gettext)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
