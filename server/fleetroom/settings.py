@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "fleetroom.tenancy",
     "fleetroom.accounts",
     "fleetroom.fleet",
+    "fleetroom.api",
 ]
 
 MIDDLEWARE = [
