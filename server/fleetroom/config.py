@@ -112,6 +112,17 @@ class MailConfig(_Section):
     timeout_seconds: int = Field(20, ge=1, le=300)
 
 
+class ApiConfig(_Section):
+    """REST API tokens and rate limits (why each default: fleetroom/api/conf.py)."""
+
+    token_default_days: int = Field(90, ge=1, le=3650)
+    token_max_days: int = Field(365, ge=1, le=3650)
+    max_tokens_per_user: int = Field(50, ge=1, le=10000)
+    rate: str = Field("600/m", pattern=r"^\d+/[smhd]$")
+    """Requests per user and period (``s``, ``m``, ``h``, ``d``), shared by their tokens."""
+    token_issue_rate: str = Field("20/m", pattern=r"^\d+/[smhd]$")
+
+
 class CacheConfig(_Section):
     """The cache every web and worker process shares (rate limits, throttles, sessions'
     helpers).  A per-process memory cache would let each gunicorn worker count login
@@ -510,6 +521,7 @@ class Config(_Section):
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     mail: MailConfig = Field(default_factory=MailConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     sso: SsoConfig = Field(default_factory=SsoConfig)  # SSO (see the SSO block above)
 
 
@@ -634,6 +646,11 @@ secret_key = "{secrets.token_urlsafe(64)}"
 # user = "fleetroom"
 # password = "…"                 # or FLEETROOM_MAIL_PASSWORD
 # from_address = "Fleetroom <fleetroom@example.com>"
+
+[api]
+# token_default_days = 90
+# token_max_days = 365
+# rate = "600/m"                 # requests per user and minute (s, m, h, d)
 
 [cache]
 # backend = "database"           # database | redis (shared by every process)

@@ -160,6 +160,13 @@ FLEETROOM_FLEET_RAW_RETENTION_DAYS = CONFIG.fleet.raw_retention_days
 FLEETROOM_FLEET_NOT_REPORTING_HOURS = CONFIG.fleet.not_reporting_hours
 FLEETROOM_FLEET_MAX_FUTURE_SKEW_SECONDS = CONFIG.fleet.max_future_skew_seconds
 
+# --- REST API ([api]; read through fleetroom.api.conf) --------------------------------
+FLEETROOM_API_TOKEN_DEFAULT_DAYS = CONFIG.api.token_default_days
+FLEETROOM_API_TOKEN_MAX_DAYS = CONFIG.api.token_max_days
+FLEETROOM_API_MAX_TOKENS_PER_USER = CONFIG.api.max_tokens_per_user
+FLEETROOM_API_RATE = CONFIG.api.rate
+FLEETROOM_API_TOKEN_ISSUE_RATE = CONFIG.api.token_issue_rate
+
 # --- Mail ([mail]); without a host, files in the data directory -----------------------
 DEFAULT_FROM_EMAIL = CONFIG.mail.from_address
 SERVER_EMAIL = CONFIG.mail.from_address

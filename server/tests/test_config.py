@@ -125,7 +125,8 @@ def _settings_in_subprocess(tmp_path, **env_extra: str) -> dict:
 
     code = ("import json, fleetroom.settings as s; print(json.dumps({k: str(getattr(s, k, ''))"
             " for k in ('EMAIL_BACKEND', 'EMAIL_FILE_PATH', 'EMAIL_HOST', 'EMAIL_PORT',"
-            " 'EMAIL_USE_SSL', 'EMAIL_USE_TLS', 'FLEETROOM_FLEET_RAW_RETENTION_DAYS')}))")
+            " 'EMAIL_USE_SSL', 'EMAIL_USE_TLS', 'FLEETROOM_FLEET_RAW_RETENTION_DAYS',"
+            " 'FLEETROOM_API_TOKEN_MAX_DAYS')}))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
     env.update({"FLEETROOM_DATA_DIR": str(tmp_path), "FLEETROOM_SECRET_KEY": "s" * 60,
                 **env_extra})
@@ -145,3 +146,14 @@ def test_mail_goes_to_files_in_the_data_dir_until_a_host_is_set(tmp_path):
     assert (s["EMAIL_HOST"], s["EMAIL_PORT"]) == ("127.0.0.1", "2525")
     assert (s["EMAIL_USE_SSL"], s["EMAIL_USE_TLS"]) == ("True", "False")
     assert s["FLEETROOM_FLEET_RAW_RETENTION_DAYS"] == "7"
+
+
+def test_api_section_is_strict(tmp_path):
+    base = {"FLEETROOM_DATA_DIR": str(tmp_path), "FLEETROOM_SECRET_KEY": "s" * 60}
+    cfg = config.load({**base, "FLEETROOM_API_RATE": "100/h"})
+    assert cfg.api.rate == "100/h"
+    assert cfg.api.token_max_days == 365
+    with pytest.raises(config.ConfigError, match="api.rate"):
+        config.load({**base, "FLEETROOM_API_RATE": "lots"})
+    s = _settings_in_subprocess(tmp_path, FLEETROOM_API_TOKEN_MAX_DAYS="30")
+    assert s["FLEETROOM_API_TOKEN_MAX_DAYS"] == "30"

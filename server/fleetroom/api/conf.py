@@ -1,8 +1,7 @@
 """The API app's tunables, read from Django settings with safe defaults.
 
-Like :mod:`fleetroom.fleet.conf`: the values belong in :mod:`fleetroom.config`
-(an ``[api]`` section, strictly parsed); until that section exists these defaults
-apply and settings can override them by name.
+The values come from :mod:`fleetroom.config` (the ``[api]`` section, strictly
+parsed) through settings; the defaults here apply only to a bare test configuration.
 """
 
 from __future__ import annotations
