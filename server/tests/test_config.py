@@ -153,7 +153,7 @@ def test_api_section_is_strict(tmp_path):
     cfg = config.load({**base, "FLEETROOM_API_RATE": "100/h"})
     assert cfg.api.rate == "100/h"
     assert cfg.api.token_max_days == 365
-    with pytest.raises(config.ConfigError, match="api.rate"):
+    with pytest.raises(config.ConfigError, match=re.escape("api.rate")):
         config.load({**base, "FLEETROOM_API_RATE": "lots"})
     s = _settings_in_subprocess(tmp_path, FLEETROOM_API_TOKEN_MAX_DAYS="30")
     assert s["FLEETROOM_API_TOKEN_MAX_DAYS"] == "30"
