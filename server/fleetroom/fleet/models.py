@@ -56,6 +56,12 @@ class DeviceStatus(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown")
 
 
+SUPPLY_ATTENTION_STATES: tuple[str, ...] = ("empty", "full", "low", "almost-full")
+"""Supply states that need someone: the agent's own verdict (consumables low/empty,
+receptacles almost full/full, see ``fleetroom_protocol.CoarseState``), so no second
+threshold is invented on the server."""
+
+
 class IdentityKind(models.TextChoices):
     """What ``Device.identity_key`` is made of."""
 
@@ -184,6 +190,13 @@ class Device(models.Model):
     device_status = models.CharField(_("hrDeviceStatus"), max_length=32, blank=True)
     printer_status = models.CharField(_("hrPrinterStatus"), max_length=32, blank=True)
     error_state_raw = models.CharField(_("error state (hex)"), max_length=64, blank=True)
+    supplies_attention = models.PositiveSmallIntegerField(
+        _("supplies needing attention"), default=0,
+        help_text=_("Supplies of the newest reading that are low, empty, almost full or full."))
+    """A current-state summary like ``status``, kept by ingest from the newest reading's
+    supply states (:data:`SUPPLY_ATTENTION_STATES`).  Without it the dashboard and the
+    list's supply filter had to open every device's newest reading: one index probe
+    per device into the largest table (measured ~50–100 ms at 10,000 devices)."""
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     tenant_field: ClassVar[str] = "tenant"
@@ -363,7 +376,16 @@ class AlertRecord(models.Model):
                                     condition=Q(closed_at__isnull=True),
                                     name="fleet_alert_one_open_per_key"),
         ]
-        indexes = [models.Index(fields=["device", "opened_at"], name="fleet_alert_history")]
+        indexes = [
+            models.Index(fields=["device", "opened_at"], name="fleet_alert_history"),
+            # "Recent alerts" in a scope: the newest per tenant straight from the
+            # index (measured at 10,000 devices: 3 ms instead of reading and sorting
+            # 50,000 rows).  Beside the tenant key's own index rather than replacing
+            # it: dropping that one makes SQLite copy the whole table, and alert rows
+            # are written seldom (one per occurrence), so the second index costs
+            # ingest next to nothing.
+            models.Index(fields=["tenant", "opened_at"], name="fleet_alert_tenant_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.severity} {self.code}"

@@ -70,9 +70,49 @@ class DevicesDiscovered(_Strict):
     devices: list[DiscoveredDevice]
 
 
+class FieldChange(_Strict):
+    """One edited attribute: its value before and after, as text (``None`` = empty)."""
+
+    old: str | None = None
+    new: str | None = None
+
+
+class DeviceUpdated(_Strict):
+    """Audit data of ``device.updated``: what a person changed on a device.
+
+    Tenants are named by id *and* name at the time, because a later rename must not
+    rewrite what the log says happened.
+    """
+
+    identity_key: str
+    changes: dict[str, FieldChange]
+
+
+class ExportFilters(_Strict):
+    """The filters an export was made with (what the rows were selected by)."""
+
+    q: str = ""
+    state: str = ""
+    tenant_id: int | None = None
+    manufacturer: str = ""
+    supplies: str = ""
+    sort: str = ""
+
+
+class DevicesExported(_Strict):
+    """Audit data of ``device.exported``: data left the product (who, what, how much)."""
+
+    format: Literal["csv"]
+    rows: int
+    """Devices of this chain's tenant subtree in the export."""
+    filters: ExportFilters
+
+
 AUDIT_ACTIONS: dict[str, type[BaseModel]] = {
     "device.discovered": DevicesDiscovered,
     "device.moved": DeviceAudit,
     "device.serial_changed": DeviceAudit,
     "device.identity_upgraded": DeviceAudit,
+    "device.updated": DeviceUpdated,
+    "device.exported": DevicesExported,
 }

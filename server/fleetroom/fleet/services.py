@@ -3,6 +3,8 @@
 * :func:`ingest_reading` / :func:`ingest_readings` — normalised readings in.
 * :func:`do_rollup_and_prune` — the retention tiers (called by the periodic task).
 * :func:`do_mark_not_reporting` — devices whose readings stopped.
+* :func:`do_update_device` — what people maintain (site, location, tags, asset
+  number, cost centre); :func:`do_audit_export` — the audit rows of an export.
 
 Ingest, and why it looks the way it does
 -----------------------------------------
@@ -61,20 +63,24 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Any, Literal
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connections, models, router, transaction
 from django.db.models import Q
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext_lazy as _
 from fleetroom_protocol import Alert, Reading, counter_delta
 
 from fleetroom.core import audit
-from fleetroom.core.scoping import SYSTEM, require_permission
+from fleetroom.core.scoping import SYSTEM, require_permission, scope
 from fleetroom.tenancy.models import Tenant, TenantKind
 from fleetroom.tenancy.permissions import Permission
 
 from . import conf
 from .identity import DeviceIdentity, NoIdentity, identify, manufacturer_key, serial_key
 from .models import (
+    SUPPLY_ATTENTION_STATES,
     AlertRecord,
     CounterDaily,
     CounterValue,
@@ -87,9 +93,20 @@ from .models import (
     RollupCursor,
     StatusSample,
     SupplyLevel,
+    Tag,
 )
 from .models import Reading as ReadingRow
-from .schemas import STRING_LIST, DeviceAudit, DevicesDiscovered, DiscoveredDevice, EventDetails
+from .schemas import (
+    STRING_LIST,
+    DeviceAudit,
+    DevicesDiscovered,
+    DevicesExported,
+    DeviceUpdated,
+    DiscoveredDevice,
+    EventDetails,
+    ExportFilters,
+    FieldChange,
+)
 
 INT64_MAX = (1 << 63) - 1
 PRT_ALERT_TABLE = "1.3.6.1.2.1.43.18"
@@ -530,7 +547,7 @@ _DEVICE_STATE_FIELDS = (
     "tenant", "location", "identity_key", "identity_kind", "identity_weak", "manufacturer",
     "serial", "vendor", "model", "device_kind", "ip", "mac", "hostname", "firmware",
     "sys_name", "sys_location", "last_seen", "last_reading", "status", "status_changed_at",
-    "device_status", "printer_status", "error_state_raw",
+    "device_status", "printer_status", "error_state_raw", "supplies_attention",
 )
 _ALERT_STATE_FIELDS = ("severity", "description", "training_level", "time_ticks",
                        "last_seen_at", "closed_at")
@@ -580,6 +597,7 @@ class _Chunk:
         self.status_samples: list[StatusSample] = []
         self.events: list[tuple[DeviceEvent, _Pending, Device | None]] = []
         self.audits: list[tuple[str, Device, dict[str, Any], Device | None]] = []
+        self.subtree_ids: set[int] | None = None
 
     # -- driver ------------------------------------------------------------------
 
@@ -809,12 +827,27 @@ class _Chunk:
         if device.pk is not None:
             self.dirty_devices[device.pk] = device
 
+    def _reporting_subtree(self) -> set[int]:
+        """Ids of the reporting tenant and every node below it (read once, when a
+        device from elsewhere turns up)."""
+        if self.subtree_ids is None:
+            self.subtree_ids = set(Tenant.objects.filter(path__startswith=self.tenant.path)
+                                   .values_list("pk", flat=True))
+        return self.subtree_ids
+
     def _move_if_needed(self, p: _Pending) -> None:
         """A strongly identified device reported by another tenant has been moved
         (resold, relocated): it follows, its location (a place in the old site) is
-        cleared, and its history stays with the tenant that recorded it."""
+        cleared, and its history stays with the tenant that recorded it.
+
+        A device that a person put at one of the reporting tenant's own sites (a
+        customer-wide agent reads the devices of all its sites) stays there."""
         device = p.device
         if device.tenant_id == self.tenant_id or device.identity_weak:
+            return
+        if device.tenant_id in self._reporting_subtree():
+            # Placed by a person at a site of the customer whose agent read it: it
+            # already is where this tenant's readings belong.
             return
         old = device.tenant_id
         device.tenant = self.tenant
@@ -935,6 +968,9 @@ class _Chunk:
                 device_status=snapshot[1], printer_status=snapshot[2],
                 error_state_raw=snapshot[3],
                 error_flags=STRING_LIST.validate_python(st.error_flags)))
+        attention = sum(1 for s in r.supplies if s.state in SUPPLY_ATTENTION_STATES)
+        if d.supplies_attention != attention:
+            d.supplies_attention = attention
         p.previous_seen = d.last_seen
         d.last_seen = item.taken
         self._dirty(d)
@@ -1196,3 +1232,158 @@ def do_mark_not_reporting(*, now: datetime | None = None) -> int:
         Device.objects.filter(pk__in=[d.pk for d in stale]).update(
             status=DeviceStatus.NOT_REPORTING, status_changed_at=now)
     return len(stale)
+
+
+# --- what people maintain about a device ----------------------------------------------
+
+MAX_TAGS = 20
+EDITABLE_TENANT_KINDS = frozenset({TenantKind.SITE, TenantKind.CUSTOMER})
+
+
+def clean_tag_names(names: Iterable[str]) -> list[str]:
+    """Trimmed, inner whitespace collapsed, case-insensitively unique, in input order.
+
+    Raises :class:`~django.core.exceptions.ValidationError` for a name longer than the
+    column or more than :data:`MAX_TAGS` names (never truncated: two long names would
+    silently become one).
+    """
+    limit = _limit(Tag, "name")
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in names:
+        name = " ".join(raw.split())
+        if not name or name.casefold() in seen:
+            continue
+        if len(name) > limit:
+            raise ValidationError(_("A tag may have at most %(limit)d characters."),
+                                  code="tag_too_long", params={"limit": limit})
+        seen.add(name.casefold())
+        out.append(name)
+    if len(out) > MAX_TAGS:
+        raise ValidationError(_("A device may have at most %(limit)d tags."),
+                              code="too_many_tags", params={"limit": MAX_TAGS})
+    return out
+
+
+def _label(t: Tenant | None) -> str | None:
+    return None if t is None else f"{t.name} (#{t.pk})"
+
+
+def do_update_device(device: Device, *, acting_user: Any, tenant: Tenant,
+                     location: Tenant | None, tags: Iterable[str], asset_number: str,
+                     cost_centre: str, request: HttpRequest | None = None) -> Device:
+    """Change what people maintain about a device: its site, location, tags, asset
+    number and cost centre (never what the device reports about itself).
+
+    Needs ``edit_devices`` on the device's tenant and on ``tenant`` (a site, or a
+    customer without sites).  ``location`` must lie inside ``tenant``.  Tags are the
+    labels of the device's own tenant: they are replaced by ``tags``, re-created in
+    the new tenant on a move; another tenant's labels on the device are left alone.
+    One transaction: the device, a ``moved`` event when the tenant changes, and one
+    ``device.updated`` audit row listing every changed field (nothing when nothing
+    changed).  A later reading from an agent of another site moves the device back
+    (the reporting tenant wins, see ingest); an agent of its customer does not.
+    """
+    if tenant.kind not in EDITABLE_TENANT_KINDS:
+        raise ValidationError(_("A device belongs to a site or a customer."), code="kind")
+    if location is not None and (location.kind != TenantKind.LOCATION
+                                 or not location.path.startswith(tenant.path)):
+        raise ValidationError(_("The location must lie inside the device's site."),
+                              code="location")
+    names = clean_tag_names(tags)
+    asset_number, cost_centre = asset_number.strip(), cost_centre.strip()
+    for field_name, value in (("asset_number", asset_number), ("cost_centre", cost_centre)):
+        if len(value) > _limit(Device, field_name):
+            raise ValidationError(_("This value is too long."), code="too_long")
+    require_permission(acting_user, Permission.EDIT_DEVICES, tenant)
+    if location is not None:
+        require_permission(acting_user, Permission.EDIT_DEVICES, location)
+    with transaction.atomic():
+        # Locked without joins: PostgreSQL cannot lock the nullable side of the
+        # outer join to the location.
+        d = Device.objects.select_for_update().get(pk=device.pk)
+        # Checked on the row as locked: ingest may have moved it since the form loaded.
+        require_permission(acting_user, Permission.EDIT_DEVICES, d.tenant)
+        old_tenant, old_location = d.tenant, d.location
+        own_tags = list(Tag.objects.filter(tenant=old_tenant, devices=d).order_by("name"))
+        changes: dict[str, FieldChange] = {}
+        if tenant.pk != old_tenant.pk:
+            changes["tenant"] = FieldChange(old=_label(old_tenant), new=_label(tenant))
+        if (location.pk if location else None) != d.location_id:
+            changes["location"] = FieldChange(old=_label(old_location), new=_label(location))
+        for field_name, value in (("asset_number", asset_number),
+                                  ("cost_centre", cost_centre)):
+            if getattr(d, field_name) != value:
+                changes[field_name] = FieldChange(old=getattr(d, field_name) or None,
+                                                  new=value or None)
+        old_names = [t.name for t in own_tags]
+        # Tags match case-insensitively (see _tag), so "colour" for "Colour" is no change.
+        if "tenant" in changes or sorted(n.casefold() for n in old_names) != sorted(
+                n.casefold() for n in names):
+            changes["tags"] = FieldChange(old=", ".join(old_names) or None,
+                                          new=", ".join(names) or None)
+        if not changes:
+            return d
+        d.tenant, d.location = tenant, location
+        d.asset_number, d.cost_centre = asset_number, cost_centre
+        d.save(update_fields=["tenant", "location", "asset_number", "cost_centre"])
+        if "tags" in changes:
+            d.tags.remove(*own_tags)
+            d.tags.add(*(_tag(tenant, name) for name in names))
+        if "tenant" in changes:
+            DeviceEvent.objects.create(
+                device=d, tenant=tenant, kind=EventKind.MOVED, occurred_at=timezone.now(),
+                details=EventDetails(from_tenant_id=old_tenant.pk,
+                                     to_tenant_id=tenant.pk).as_json())
+        audit.record("device.updated", tenant=tenant, actor=acting_user, target=d,
+                     request=request,
+                     data=DeviceUpdated(identity_key=d.identity_key, changes=changes))
+    return d
+
+
+def _tag(tenant: Tenant, name: str) -> Tag:
+    """The tenant's tag of that name (matched case-insensitively), created if new."""
+    found = Tag.objects.filter(tenant=tenant, name__iexact=name).order_by("pk").first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return Tag.objects.create(tenant=tenant, name=name)
+    except IntegrityError:  # created concurrently under the same spelling
+        return Tag.objects.get(tenant=tenant, name=name)
+
+
+def export_chains(user: Any, within: Tenant | None) -> list[Tenant]:
+    """The tenants whose audit chains an export by ``user`` is written to: one per
+    subtree the user may export from (their ``export_data`` memberships), narrowed to
+    ``within`` when the export is filtered to a customer or site."""
+    prefixes = scope(user, Permission.EXPORT_DATA).prefixes
+    roots = sorted(Tenant.objects.filter(path__in=prefixes), key=lambda t: t.path)
+    out: dict[int, Tenant] = {}
+    for root in roots:
+        if within is None or root.path.startswith(within.path):
+            out[root.pk] = root
+        elif within.path.startswith(root.path):
+            out[within.pk] = within
+    return list(out.values())
+
+
+def do_audit_export(user: Any, devices: models.QuerySet[Device], *, chains: list[Tenant],
+                    filters: ExportFilters, request: HttpRequest | None = None) -> int:
+    """Write the ``device.exported`` audit rows of an export *before* it is sent.
+
+    ``devices`` is the export's (scoped, filtered) queryset, ``chains`` what
+    :func:`export_chains` gave for it.  One row per chain, counting that subtree's
+    devices, so each tenant's log says how many of its devices left.  Returns the
+    total.  Every row is its own transaction (the audit log asks for one chain per
+    transaction).
+    """
+    total = 0
+    for chain in chains:
+        rows = devices.filter(tenant__path__startswith=chain.path).order_by().count()
+        total += rows
+        with transaction.atomic():
+            audit.record("device.exported", tenant=chain, actor=user, target=chain,
+                         request=request,
+                         data=DevicesExported(format="csv", rows=rows, filters=filters))
+    return total
