@@ -26,8 +26,21 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """All browser tests on one xdist worker, one after another (see ``browser``)."""
+    for item in items:
+        if "browser" in item.nodeid.split("::")[0]:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Chromium for one test module.
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running on
+    this thread while it is open, and every later ``asyncio.run`` in the same worker
+    (the agent's tests) would fail — so it is closed when the module is done.
+    """
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI") == "true":
@@ -37,15 +50,21 @@ def browser() -> Iterator[object]:
 
     # Playwright's sync API keeps an event loop on this thread; the test's own ORM
     # calls (fixtures) are synchronous and safe, so Django's guard is lifted here only.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True,
-                               args=["--no-sandbox", "--disable-dev-shm-usage"])
-        try:
-            yield b
-        finally:
-            b.close()
+    try:
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=exe, headless=True,
+                                   args=["--no-sandbox", "--disable-dev-shm-usage"])
+            try:
+                yield b
+            finally:
+                b.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
