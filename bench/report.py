@@ -74,8 +74,10 @@ def machine_section(results: dict[str, Any]) -> list[str]:
 
 def _complete(r: dict[str, Any] | None, n: int) -> bool:
     """Every device read, no errors, no timeouts."""
-    return bool(r) and "error" not in r and r.get("readings", n - r.get("failed_devices", 0)) \
-        == n and not r.get("errors") and not r.get("timeouts")
+    if not r or "error" in r:
+        return False
+    return (r.get("readings", n - r.get("failed_devices", 0)) == n
+            and not r.get("errors") and not r.get("timeouts"))
 
 
 def _ours_row(label: str, side: str, r: dict[str, Any], n: int, pdus: str) -> str:
@@ -99,11 +101,12 @@ def poll_section(results: dict[str, Any]) -> list[str]:
         f"## 1. Full poll of {n:,} devices",
         "",
         "* **ours, run_scan** = `run_scan` over the fleet's address ranges, everything "
-        "included: its sweep probe, the identify GET, then the profile's GET and walks "
-        "(v3: plus one engine discovery per device);",
+        "included: its sweep probe, the identify GET, then the profile's GET and its "
+        "subtrees in one GETBULK stream (`walk_many`) (v3: plus one engine discovery per "
+        "device);",
         "* **ours, Reader** = `Reader.read` per known endpoint (identify GET, then the "
-        "profile's GET and walks), 16 per core at once as `run_scan` reads: the polling "
-        "path for devices already found;",
+        "profile's GET and its `walk_many` stream), 16 per core at once as `run_scan` "
+        "reads: the polling path for devices already found;",
         "* **reference** = per device one `snmpget` of the same scalars (first-GET OIDs + "
         "`plan().scalars`) and one `snmpbulkwalk` per `plan().walks` root.",
         "",

@@ -68,7 +68,7 @@ from .report import render
 from .silent import per_process
 
 SECTIONS = ("poll", "status", "pdu", "discovery")
-LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 def log(msg: str) -> None:
@@ -137,7 +137,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         cli_sample=a.cli_sample or (64 if a.quick else 256), out=a.out)
     sweep_net = ipaddress.ip_network(cfg.sweep_network)
     scan_net = ipaddress.ip_network(cfg.scan_network)
-    if not (sweep_net.subnet_of(LOOPBACK) and scan_net.subnet_of(sweep_net)):
+    if not (isinstance(sweep_net, ipaddress.IPv4Network)
+            and isinstance(scan_net, ipaddress.IPv4Network)
+            and sweep_net.subnet_of(LOOPBACK) and scan_net.subnet_of(sweep_net)):
         p.error("the sweep range must be inside 127.0.0.0/8 and the scan range inside it")
     if sweep_net.prefixlen < 16:
         p.error("the sweep range may be at most a /16")

@@ -9,7 +9,8 @@ up (pysnmp's engine, caches, the allocator) flatters the next.  Tasks:
     (its sweep probe and identify GET included), default concurrency and timing.
 ``reader-poll``
     ours over the known endpoints: ``Reader.read`` per device (identify GET, then
-    the profile's GET and walks), ``READS_PER_CORE`` per core at once, no sweep.
+    the profile's GET and one ``walk_many`` stream over its subtrees),
+    ``READS_PER_CORE`` per core at once, no sweep.
 ``cli-poll``
     reference: per device one ``snmpget`` of the same scalars and one
     ``snmpbulkwalk -Cr<max-repetitions>`` per subtree, ``2 x cores`` devices at once.
@@ -216,8 +217,8 @@ async def _reader_poll(specs: Sequence[DeviceSpec], version: str,
 
 def task_reader_poll(task: dict[str, Any]) -> dict[str, Any]:
     """Ours over the known endpoints: ``Reader.read`` (identify GET, then the
-    profile's GET and walks) per device, ``READS_PER_CORE`` per core at once -- the
-    same read bound ``run_scan`` uses, without its sweep."""
+    profile's GET and its ``walk_many`` stream) per device, ``READS_PER_CORE`` per
+    core at once -- the same read bound ``run_scan`` uses, without its sweep."""
     specs = _device_spec_list(task)
     profiles()
     start = _measure_start()
@@ -527,7 +528,7 @@ class _RelayControl:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             raise RuntimeError("relay did not answer")
-        return self.proc.stdout.readline().strip()
+        return str(self.proc.stdout.readline()).strip()
 
     def dump(self) -> dict[str, Any]:
         assert self.proc.stdin is not None
@@ -573,13 +574,19 @@ def task_pdu_count(task: dict[str, Any]) -> dict[str, Any]:
             run()
             phases[name] = _per_device(relay.dump())
 
+        def scan(v: str) -> Callable[[], Any]:
+            return lambda: asyncio.run(_run_scan(_targets(fronts), v, task["max_seconds"]))
+
+        def read(v: str) -> Callable[[], Any]:
+            return lambda: asyncio.run(_reader_poll(fronts, v, task["max_seconds"]))
+
+        def cli(v: str, kind: str) -> Callable[[], Any]:
+            return lambda: _cli_measure(fronts, v, kind, 2 * cores())
+
         for version in ("v2c", "v3"):
-            phase(f"poll-ours-{version}", lambda v=version: asyncio.run(
-                _run_scan(_targets(fronts), v, task["max_seconds"])))
-            phase(f"poll-reader-{version}", lambda v=version: asyncio.run(
-                _reader_poll(fronts, v, task["max_seconds"])))
-            phase(f"poll-cli-{version}", lambda v=version: _cli_measure(
-                fronts, v, "poll", 2 * cores()))
+            phase(f"poll-ours-{version}", scan(version))
+            phase(f"poll-reader-{version}", read(version))
+            phase(f"poll-cli-{version}", cli(version, "poll"))
 
             async def status_two_passes(v: str = version) -> None:
                 client = PysnmpClient()
@@ -592,8 +599,7 @@ def task_pdu_count(task: dict[str, Any]) -> dict[str, Any]:
                     await client.close()
 
             asyncio.run(_bounded(status_two_passes(), task["max_seconds"]))
-            phase(f"status-cli-{version}", lambda v=version: _cli_measure(
-                fronts, v, "status", 2 * cores()))
+            phase(f"status-cli-{version}", cli(version, "status"))
     finally:
         children.stop_all()
     return {"phases": phases}

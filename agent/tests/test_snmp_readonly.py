@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fleetroom_agent.snmp import pysnmp_backend
+from fleetroom_agent.snmp import community, pysnmp_backend
 from fleetroom_agent.snmp.pysnmp_backend import PysnmpClient
 from fleetroom_agent.snmp.types import Credential, SnmpError, Target, Timing
 from fleetroom_fleetsim.snmpsim_runner import SnmpSimulator, V3User
@@ -26,6 +26,8 @@ from tests.support.recordings import recordings_dir
 RECORDINGS = recordings_dir() or Path("../shared/fixtures/snmprec")
 READ_PDUS = {"get-request", "get-next-request", "get-bulk-request"}
 BACKEND = Path(pysnmp_backend.__file__)
+CHANNEL = Path(community.__file__)
+"""The v1/v2c path: builds its PDUs itself with pysnmp's protocol API."""
 
 
 
@@ -35,11 +37,22 @@ BACKEND = Path(pysnmp_backend.__file__)
 # ---------------------------------------------------------------- static
 
 
-def test_backend_source_never_names_a_set_operation():
-    source = BACKEND.read_text()
+@pytest.mark.parametrize("module", [BACKEND, CHANNEL], ids=lambda p: p.name)
+def test_backend_source_never_names_a_set_operation(module):
+    source = module.read_text()
     for word in ("set_cmd", "setCmd", "SetRequest", "SetCommandGenerator", "set-request",
                  "SetRequestPDU"):
         assert word not in source, word
+
+
+def test_channel_builds_only_read_pdus():
+    """Every PDU class the v1/v2c path names is a read request (responses are only
+    ever decoded, never built)."""
+    tree = ast.parse(CHANNEL.read_text())
+    pdus = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr.endswith("PDU")}
+    assert pdus == {"GetRequestPDU", "GetNextRequestPDU", "GetBulkRequestPDU",
+                    "apiPDU", "apiBulkPDU"}
 
 
 def test_backend_uses_only_read_command_generators():
@@ -57,7 +70,7 @@ def test_backend_uses_only_read_command_generators():
 
 def test_client_interface_has_no_write_method():
     public = {name for name in dir(PysnmpClient) if not name.startswith("_")}
-    assert public == {"get", "walk", "close", "max_in_flight"}
+    assert public == {"get", "walk", "walk_many", "close", "max_in_flight"}
 
 
 # ---------------------------------------------------------------- on the wire
@@ -97,6 +110,9 @@ async def test_every_pdu_on_the_wire_is_a_read(sim, cred):
             await client.get(at, cred, [f"1.3.6.1.2.1.2.2.1.{c}.1" for c in range(1, 23)])
             walked = await client.walk(at, cred, "1.3.6.1.2.1.43.11", Timing(max_repetitions=5))
             assert walked.rows
+            many = await client.walk_many(at, cred, ["1.3.6.1.2.1.2.2.1.6", "1.3.6.1.2.1.25.3",
+                                                     "1.3.6.1.2.1.43.5", "1.3.6.1.2.1.43.11"])
+            assert all(not isinstance(r, SnmpError) and r.rows for r in many.values())
             await client.walk(at, cred, "1.3.6.1.6.3")  # runs into endOfMibView
             bad = Credential("ro-bad", version=cred.version, community="nope",
                              user="nobody", context="sharp")

@@ -4,9 +4,11 @@
   pysnmp's protocol API and pyasn1 only (no pysnmp engine, so its mistakes are
   our own and deliberate).  By default it behaves like a correct agent over a
   dict of OIDs; :class:`Misbehaviour` switches on the faults real devices show:
-  truncated or garbage datagrams, wrong request-ids, huge values, OIDs that do
-  not increase, walks that never end, var-binds left out, v1 noSuchName, error
-  statuses, silence after N answers.
+  truncated or garbage datagrams, wrong request-ids, answers with another
+  community or version or from another port, huge values, OIDs that do not
+  increase, walks that never end, var-binds left out, v1 noSuchName, error
+  statuses (also tooBig, genErr and empty answers to GETBULK), silence after N
+  answers.
 * :class:`UdpTap` is a loopback UDP relay between the client and an agent that
   keeps every datagram, so tests can decode what the client really sent.
 * :func:`pdu_kind` names the PDU of a datagram (v1, v2c, and v3 when the scoped
@@ -69,6 +71,18 @@ class Misbehaviour:
     endless_under: Oid | None = None
     """GETNEXT/GETBULK at or under this subtree: always a larger OID inside it, so the
     walk never ends by itself."""
+    bulk_too_big_over: int | None = None
+    """GETBULK asking for more repetitions than this: answer tooBig."""
+    error_under: Oid | None = None
+    """GETNEXT/GETBULK whose first var-bind is at or under this subtree: genErr."""
+    empty_under: Oid | None = None
+    """GETBULK whose var-bind is at or under this subtree: a Response without var-binds."""
+    wrong_community: bool = False
+    """Answer with another community than the request's."""
+    wrong_version: bool = False
+    """Answer a v2c request with a v1 message and the reverse (same PDU)."""
+    answer_from_other_port: bool = False
+    """Send answers from a second socket (another source port): a spoofed answer."""
 
 
 @dataclass
@@ -102,6 +116,7 @@ class BadAgent(asyncio.DatagramProtocol):
         self.max_outstanding = 0
         self.port = 0
         self._transport: asyncio.DatagramTransport | None = None
+        self._other: asyncio.DatagramTransport | None = None
 
     async def __aenter__(self) -> BadAgent:
         loop = asyncio.get_running_loop()
@@ -109,11 +124,15 @@ class BadAgent(asyncio.DatagramProtocol):
                                                            local_addr=(self.host, 0))
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
+        if self.faults.answer_from_other_port:
+            self._other, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=(self.host, 0))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        for t in (self._transport, self._other):
+            if t is not None:
+                t.close()
 
     # ------------------------------------------------------------------ protocol
 
@@ -152,8 +171,9 @@ class BadAgent(asyncio.DatagramProtocol):
         self._send(wire, addr)
 
     def _send(self, wire: bytes, addr: Any) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(wire, addr)
+        transport = self._other if self.faults.answer_from_other_port else self._transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(wire, addr)
 
     def _respond(self, p: Any, version: int, msg: Any, pdu: Any, kind: str,
                  oids: list[Oid], reps: int | None) -> bytes | None:
@@ -165,7 +185,18 @@ class BadAgent(asyncio.DatagramProtocol):
         rsp = p.apiMessage.get_response(msg)
         rpdu = p.apiMessage.get_pdu(rsp)
         status, index, var_binds = 0, 0, []
-        if kind == "get-request":
+        first = oids[0] if oids else ()
+        if kind == "get-bulk-request" and f.empty_under is not None and _at_or_under(
+                first, f.empty_under):
+            p.apiPDU.set_varbinds(rpdu, [])
+            return self._finish(p, version, rsp, rpdu, pdu)
+        if kind == "get-bulk-request" and f.bulk_too_big_over is not None and (
+                reps or 0) > f.bulk_too_big_over:
+            status, index, var_binds = 1, 0, []
+        elif kind != "get-request" and f.error_under is not None and _at_or_under(
+                first, f.error_under):
+            status, index, var_binds = 5, 1, []
+        elif kind == "get-request":
             status, index, var_binds = self._get(version, oids)
         elif kind == "get-next-request":
             status, index, var_binds = self._next(version, oids, 1)
@@ -178,9 +209,20 @@ class BadAgent(asyncio.DatagramProtocol):
         p.apiPDU.set_error_status(rpdu, status)
         p.apiPDU.set_error_index(rpdu, index)
         p.apiPDU.set_varbinds(rpdu, [(rfc1902.ObjectName(o), v) for o, v in var_binds])
+        return self._finish(p, version, rsp, rpdu, pdu)
+
+    def _finish(self, p: Any, version: int, rsp: Any, rpdu: Any, pdu: Any) -> bytes:
+        f = self.faults
         if f.wrong_request_id:
             p.apiPDU.set_request_id(rpdu, int(p.apiPDU.get_request_id(pdu)) + 1)
+        if f.wrong_community:
+            p.apiMessage.set_community(rsp, self.community + "-not")
         wire: bytes = encoder.encode(rsp)
+        if f.wrong_version:
+            # the version INTEGER follows the outer SEQUENCE header: 02 01 <0|1>
+            start = 2 if wire[1] < 0x80 else 2 + (wire[1] & 0x7F)
+            assert wire[start:start + 2] == b"\x02\x01"
+            wire = wire[:start + 2] + bytes([1 - version]) + wire[start + 3:]
         if f.truncate:
             wire = wire[: len(wire) // 2]
         return wire
@@ -242,6 +284,10 @@ class BadAgent(asyncio.DatagramProtocol):
                            for _, v in out[-len(cursors):]):
                 break
         return 0, 0, out
+
+
+def _at_or_under(o: Oid, root: Oid) -> bool:
+    return o[: len(root)] == root
 
 
 class UdpTap(asyncio.DatagramProtocol):

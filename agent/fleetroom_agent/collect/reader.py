@@ -136,7 +136,8 @@ class Reader:
 
     async def _poll(self, target: Target, cred: Credential, scalars: Sequence[str],
                     walks: Sequence[str], snap: DeviceSnapshot) -> None:
-        """GET the remaining scalars and walk the subtrees concurrently."""
+        """GET the remaining scalars while the subtrees are walked (one stream for
+        all of them, see :meth:`SnmpClient.walk_many`)."""
         todo = [o for o in scalars if o not in snap.gets]
 
         async def do_get() -> None:
@@ -148,10 +149,19 @@ class Reader:
                 for oid in todo:
                     snap.failed[oid] = exc.kind
 
-        async def do_walk(root: str) -> None:
+        async def do_walks() -> None:
+            if not walks:
+                return
             try:
-                snap.walks[root] = await self.client.walk(target, cred, root, self.timing)
+                got = await self.client.walk_many(target, cred, walks, self.timing)
             except SnmpError as exc:
-                snap.failed[root] = exc.kind
+                for root in walks:
+                    snap.failed[root] = exc.kind
+                return
+            for root, result in got.items():
+                if isinstance(result, SnmpError):
+                    snap.failed[root] = result.kind
+                else:
+                    snap.walks[root] = result
 
-        await asyncio.gather(do_get(), *(do_walk(w) for w in walks))
+        await asyncio.gather(do_get(), do_walks())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from .types import Credential, Result, Target, Timing, WalkResult
+from .types import Credential, Result, SnmpError, Target, Timing, WalkResult
 
 
 class SnmpClient(Protocol):
@@ -33,6 +33,17 @@ class SnmpClient(Protocol):
         outside the subtree, at an OID that does not increase (a broken agent), and
         at ``timing.max_walk_rows``; stopping early is not an error (the reason is in
         ``WalkResult.stopped``), a device that never answers is."""
+        ...
+
+    async def walk_many(self, target: Target, credential: Credential, roots: Sequence[str],
+                        timing: Timing | None = None) -> dict[str, WalkResult | SnmpError]:
+        """Every subtree of ``roots``, each as :meth:`walk` would return it, in as few
+        PDUs as the back-end can manage (a device's tables are read in one stream
+        rather than one walk each: the PDU count, not the rows, was the cost).
+
+        A subtree the device stopped answering before it was reached maps to the
+        :class:`SnmpError` that stopped it (nothing is known about it); a device
+        that never answers at all raises, as :meth:`walk` does."""
         ...
 
     async def close(self) -> None:

@@ -2,22 +2,34 @@
 
 Design decisions, and why:
 
-* **One engine per event loop.**  pysnmp keeps the USM user table, the per-target
-  configuration and the *engine-ID cache* (keyed by transport address, kept 300 s)
-  inside one ``SnmpEngine``; sharing it means a v3 device is discovered once, not
-  on every request, and all requests share one UDP socket per address family.
-  An engine is bound to the loop that first used it, so each loop gets its own.
-* **Raw command generators, no MIB layer.**  Configuration goes through the
-  hlapi objects of ``pysnmp.hlapi.v3arch.asyncio`` (``CommunityData``,
-  ``UsmUserData``, transport targets and its LCD configurator), but PDUs are sent
-  with the RFC 3413 command generators and raw ``(ObjectName, Null)`` var-binds.
-  The hlapi ``get_cmd`` wraps every var-bind in ``ObjectType(ObjectIdentity(...))``
-  and resolves it against the MIB tree even with ``lookupMib=False``; skipping that
-  cut client CPU for a 5-OID GET from 2.6 ms to 1.5 ms (measured on loopback
-  against snmpsim).  Only numeric OIDs are used anywhere.
-* **Read-only by construction.**  This module only ever names the GET, GETNEXT and
-  GETBULK generators; ``tests/test_snmp_readonly.py`` checks the source and decodes
-  every packet the client sends.
+* **v1/v2c without the engine, v3 with it.**  Community SNMP goes through
+  :mod:`.community`: pysnmp's protocol API builds and parses the messages (pyasn1
+  does the BER) and our own socket carries them.  pysnmp's engine registers every
+  target in its LCD tables and searches them on every answer, so on a fleet its
+  cost per device grew with the fleet (see that module for the figures).  SNMPv3
+  keeps the full engine: USM users, engine-ID discovery and caching, crypto.
+* **One engine per event loop, made on first v3 use.**  pysnmp keeps the USM user
+  table, the per-target configuration and the *engine-ID cache* (keyed by
+  transport address, kept 300 s) inside one ``SnmpEngine``; sharing it means a v3
+  device is discovered once, not on every request.  An engine is bound to the loop
+  that first used it, so each loop gets its own; an agent reading only v1/v2c
+  devices never builds one (~0.15 s of CPU saved).
+* **Raw command generators, no MIB layer.**  v3 configuration goes through the
+  hlapi objects of ``pysnmp.hlapi.v3arch.asyncio`` (``UsmUserData``, transport
+  targets and its LCD configurator), but PDUs are sent with the RFC 3413 command
+  generators and raw ``(ObjectName, Null)`` var-binds: the hlapi ``get_cmd``
+  resolves every var-bind against the MIB tree even with ``lookupMib=False``.
+  Only numeric OIDs are used anywhere.
+* **Few PDUs per device.**  :meth:`PysnmpClient.walk_many` walks all of a
+  device's subtrees in one GETBULK stream (one cursor, jumping over what lies
+  between the subtrees): a full read of a demo-fleet printer is ~9 PDUs and ~170
+  var-binds, against ~16 PDUs and ~310 var-binds with one walk per table (each
+  walk's last answer is mostly rows past its table).  SNMPv1 has no GETBULK and
+  walks the subtrees side by side instead, one GETNEXT var-bind per unfinished
+  subtree.
+* **Read-only by construction.**  This module and :mod:`.community` only ever
+  build GET, GETNEXT and GETBULK PDUs; ``tests/test_snmp_readonly.py`` checks the
+  source and decodes every packet the client sends.
 * **Honest partial results.**  A device that answers part of a GET or walk and
   then stops gives back what it answered (with :attr:`Absent.NO_RESPONSE` or
   ``WalkResult.stopped``); only a device that never answered raises
@@ -32,7 +44,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -42,12 +54,14 @@ from pysnmp.entity.engine import SnmpEngine
 from pysnmp.entity.rfc3413 import cmdgen
 from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import auth as usm
-from pysnmp.hlapi.v3arch.asyncio.auth import CommunityData, UsmUserData
+from pysnmp.hlapi.v3arch.asyncio.auth import UsmUserData
 from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
 from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget, UdpTransportTarget
-from pysnmp.proto import rfc1902, rfc1905
+from pysnmp.proto import rfc1902
 from pysnmp.proto.error import StatusInformation
 
+from .community import CommunityChannel, PduKind, RequestFailed
+from .pysnmp_values import dotted, to_result
 from .types import (
     Absent,
     AuthProto,
@@ -55,10 +69,8 @@ from .types import (
     PrivProto,
     Result,
     SnmpError,
-    SnmpValue,
     Target,
     Timing,
-    ValueType,
     WalkResult,
 )
 
@@ -74,10 +86,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+Oid = tuple[int, ...]
+VarBinds = list[tuple[Oid, Result]]
+ErrorKind = Literal["timeout", "auth", "protocol", "deadline", "error"]
+
 MAX_GET_VARBINDS: Final = 20
-"""Var-binds per GET PDU.  Printers answer 20 comfortably inside one 1500-byte
-frame for typical values, and older firmware answers tooBig or nothing at all
-for very long PDUs; longer OID lists are split."""
+"""Var-binds per GET (and v1 GETNEXT) PDU.  Printers answer 20 comfortably inside
+one 1500-byte frame for typical values, and older firmware answers tooBig or
+nothing at all for very long PDUs; longer OID lists are split."""
 
 AUTH_PROTOCOLS: Final[dict[AuthProto, tuple[int, ...]]] = {
     "none": usm.USM_AUTH_NONE,
@@ -110,27 +126,6 @@ PRIV_PROTOCOLS: Final[dict[PrivProto, tuple[int, ...]]] = {
 # error-status values (RFC 3416) the GET/walk logic reacts to
 _TOO_BIG: Final = 1
 _NO_SUCH_NAME: Final = 2
-
-_END_OF_MIB_TAG: Final = rfc1905.EndOfMibView.tagSet
-_ABSENT_BY_TAG: Final = {
-    rfc1905.NoSuchObject.tagSet: Absent.NO_SUCH_OBJECT,
-    rfc1905.NoSuchInstance.tagSet: Absent.NO_SUCH_INSTANCE,
-    rfc1905.EndOfMibView.tagSet: Absent.END_OF_MIB,
-}
-_INT_TYPES: Final = {
-    rfc1902.Integer32.tagSet: ValueType.INTEGER,  # same tag as INTEGER
-    rfc1902.Counter32.tagSet: ValueType.COUNTER32,
-    rfc1902.Gauge32.tagSet: ValueType.GAUGE32,  # same tag as Unsigned32
-    rfc1902.TimeTicks.tagSet: ValueType.TIMETICKS,
-    rfc1902.Counter64.tagSet: ValueType.COUNTER64,
-}
-_OCTET_TYPES: Final = {
-    rfc1902.OctetString.tagSet: ValueType.OCTETS,  # also BITS
-    rfc1902.Opaque.tagSet: ValueType.OPAQUE,
-}
-_OID_TAG: Final = rfc1902.ObjectIdentifier.tagSet
-_IPADDRESS_TAG: Final = rfc1902.IpAddress.tagSet
-_NULL_TAG: Final = rfc1902.Null.tagSet
 
 _AUTH_FAILURES: Final = {
     "unknownUserName": "the device does not know this SNMPv3 user",
@@ -165,10 +160,10 @@ _LCD: Final = CommandGeneratorLcdConfigurator()
 def default_max_in_flight(cpus: int | None = None) -> int:
     """How many operations one event loop should carry at once.
 
-    pysnmp spends ~4.7 ms of CPU per PDU (more with v3), so one core manages ~200
-    PDUs/s; past that the loop answers its own timers late and times out requests
-    the devices did answer (8-12 % at 200 in flight on one core).  32 per core,
-    capped at 64 because one event loop never uses more than one core anyway.
+    A saturated event loop answers its own timers late and times out requests the
+    devices did answer (8-12 % at 200 in flight on one core with the pysnmp engine).
+    32 per core, capped at 64 because one event loop never uses more than one core
+    anyway.
     """
     if cpus is None:
         try:
@@ -193,41 +188,9 @@ def parse_oid(text: str) -> tuple[int, ...]:
     return oid
 
 
-def _dotted(oid: tuple[int, ...]) -> str:
-    return ".".join(map(str, oid))
-
-
-def to_result(value: Any) -> Result:
-    """One received pysnmp value as :class:`SnmpValue`, or why there is none.
-
-    Types are told apart by their BER tag, not ``isinstance``: ``IpAddress`` and
-    ``Opaque`` are subclasses of ``OctetString`` and the counters of ``Integer``, so
-    class checks would depend on their order."""
-    tag = value.tagSet
-    kind = _INT_TYPES.get(tag)
-    if kind is not None:
-        return SnmpValue(kind, int(value))
-    kind = _OCTET_TYPES.get(tag)
-    if kind is not None:
-        return SnmpValue(kind, value.asOctets())
-    if tag == _OID_TAG:
-        return SnmpValue(ValueType.OID, _dotted(value.asTuple()))
-    if tag == _IPADDRESS_TAG:
-        return SnmpValue(ValueType.IPADDRESS, ".".join(str(b) for b in value.asOctets()))
-    if tag == _NULL_TAG:
-        return SnmpValue(ValueType.NULL, b"")
-    absent = _ABSENT_BY_TAG.get(tag)
-    if absent is not None:
-        return absent
-    return Absent.ERROR  # a type SNMP does not define: never pass it on as data
-
-
-def _null() -> Any:
-    return rfc1902.Null("")
-
-
-def _var_binds(oids: Sequence[tuple[int, ...]]) -> list[tuple[Any, Any]]:
-    return [(rfc1902.ObjectName(o), _null()) for o in oids]
+def _under(oid: Oid, root: Oid) -> bool:
+    """True when ``oid`` lies strictly inside the subtree ``root``."""
+    return len(oid) > len(root) and oid[:len(root)] == root
 
 
 class _Udp4Target(UdpTransportTarget):  # type: ignore[misc]
@@ -255,16 +218,19 @@ class _Session:
     target: Target
     credential: Credential
     timing: Timing
-    auth: Any  # CommunityData | UsmUserData
-    transport: Any  # _Udp4Target | _Udp6Target
-    context: bytes
-    user_key: tuple[str, bytes] | None
+    family: int
+    sockaddr: tuple[Any, ...]
+    community: bytes = b""
+    """v1/v2c: the community as sent (Latin-1, as pysnmp encodes it)."""
+    auth: Any = None  # v3: UsmUserData
+    transport: Any = None  # v3: _Udp4Target | _Udp6Target
+    context: bytes = b""
+    user_key: tuple[str, bytes] | None = None
     answered: bool = False
     """Set once any PDU of this operation got a response: from then on a failure
     yields a partial result instead of an exception."""
 
-    def error(self, kind: Literal["timeout", "auth", "protocol", "deadline", "error"],
-              what: str) -> SnmpError:
+    def error(self, kind: ErrorKind, what: str) -> SnmpError:
         return SnmpError(kind, f"{what} ({self.target}, {self.credential.describe()})")
 
 
@@ -319,11 +285,13 @@ class _UserGate:
 
 @dataclass(eq=False)
 class _LoopState:
-    """The engine, generators and limits that belong to one event loop."""
+    """The channel, engine, generators and limits that belong to one event loop."""
 
     loop: asyncio.AbstractEventLoop
     max_in_flight: int
-    engine: Any = field(default_factory=SnmpEngine)
+    community: CommunityChannel = field(init=False)
+    engine: Any = None
+    """The pysnmp engine, made on the first SNMPv3 request."""
     get_gen: Any = field(default_factory=cmdgen.GetCommandGenerator)
     next_gen: Any = field(default_factory=cmdgen.NextCommandGeneratorSingleRun)
     bulk_gen: Any = field(default_factory=cmdgen.BulkCommandGeneratorSingleRun)
@@ -334,18 +302,54 @@ class _LoopState:
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_in_flight)
+        self.community = CommunityChannel(self.loop)
+
+    def v3_engine(self) -> Any:
+        """The engine of this loop (built now if this is the first v3 request)."""
+        if self.engine is None:
+            self.engine = SnmpEngine()
+        return self.engine
 
     def close(self) -> None:
         """Fail what is still waiting and release the sockets."""
+        self.community.close()
         for fut in list(self.pending):
             if not fut.done():
                 with suppress(RuntimeError):  # its loop is already closed: nobody waits
                     fut.set_exception(SnmpError("error", "SNMP client closed"))
         self.pending.clear()
+        if self.engine is None:
+            return
         try:
             self.engine.close_dispatcher()
         except (RuntimeError, PySnmpError) as exc:  # loop already closed
             _log.debug("closing SNMP engine: %s", type(exc).__name__)
+
+
+@dataclass(slots=True)
+class _RootWalk:
+    """One subtree of a :meth:`PysnmpClient.walk_many`: its rows and how far it got."""
+
+    root: Oid
+    result: WalkResult = field(default_factory=WalkResult)
+    reached: bool = False
+    """Some answer covered this subtree (a row of it, or proof that it ended)."""
+    done: bool = False
+
+    def finish(self, stopped: str | None = None) -> None:
+        self.done = self.reached = True
+        self.result.stopped = stopped
+
+    def add(self, oid: Oid, value: Result, max_rows: int) -> bool:
+        """Keep one row; ``False`` (and finished, ``max-rows``) when it is one too many."""
+        self.reached = True
+        if isinstance(value, Absent):
+            return True  # noSuchObject/noSuchInstance inside a walk is not a row
+        if len(self.result.rows) >= max_rows:
+            self.finish("max-rows")
+            return False
+        self.result.rows.append((dotted(oid), value))
+        return True
 
 
 class PysnmpClient:
@@ -354,8 +358,8 @@ class PysnmpClient:
     ``max_in_flight`` bounds concurrent operations (GETs and walks) per event
     loop, default :func:`default_max_in_flight`.  The deadline of an operation
     starts once it has a slot.  Use one client for the whole agent and call
-    :meth:`close` at the end; it may be used again afterwards (a fresh engine is
-    made).
+    :meth:`close` at the end; it may be used again afterwards (fresh sockets and
+    engine are made).
     """
 
     def __init__(self, *, max_in_flight: int | None = None) -> None:
@@ -420,23 +424,68 @@ class PysnmpClient:
         Row OIDs are dotted strings without a leading dot.  ``stopped`` is also
         ``"error"`` when the device answered with an error-status or stopped making
         sense part-way (the rows before are kept)."""
+        got = (await self.walk_many(target, credential, [root], timing))[root]
+        if isinstance(got, SnmpError):  # pragma: no cover - a lone root is always reached
+            raise got
+        return got
+
+    async def walk_many(self, target: Target, credential: Credential, roots: Sequence[str],
+                        timing: Timing | None = None) -> dict[str, WalkResult | SnmpError]:
+        """Every subtree of ``roots`` in one stream of PDUs (see
+        :meth:`SnmpClient.walk_many`).
+
+        v2c/v3: GETBULK from the first subtree with one var-bind (the cursor); each
+        row is kept by the subtree it falls in, rows between subtrees are skipped, and
+        when an answer ends between two subtrees the next request starts at the next
+        one, so a gap costs at most one answer.  v1: GETNEXT with one var-bind per
+        unfinished subtree.  Each subtree ends as :meth:`walk` ends (its own
+        ``stopped``, its own ``max_walk_rows``); a subtree that is nested in another
+        one is served from the outer one's rows."""
         timing = _checked(timing)
-        root_oid = parse_oid(root)
+        parsed = {text: parse_oid(text) for text in roots}
+        if not parsed:
+            return {}
+        covers = _covering_roots(parsed.values())
         state = self._state()
         session = await self._session(state, target, credential, timing)
-        result = WalkResult()
+        walks = {root: _RootWalk(root) for root in covers}
+        failure: SnmpError | None = None
         async with state.slots:
             try:
                 async with asyncio.timeout(timing.deadline):
                     async with state.users.hold(session.user_key):
-                        await self._walk(state, session, root_oid, result)
+                        if credential.version == "1":
+                            await self._next_side_by_side(state, session, covers, walks)
+                        else:
+                            await self._bulk_stream(state, session, covers, walks)
             except TimeoutError:
+                failure = session.error(
+                    "deadline", f"no answer within the {timing.deadline:g} s deadline")
                 if not session.answered:
-                    raise session.error(
-                        "deadline", f"no answer within the {timing.deadline:g} s deadline",
-                    ) from None
-                result.stopped = "deadline"
-        return result
+                    raise failure from None
+            except SnmpError as exc:
+                if not session.answered:
+                    raise
+                failure = exc
+        if failure is not None:
+            _log.debug("%s: walk cut short: %s", target, failure)
+            stopped = failure.kind if failure.kind in ("timeout", "deadline") else "error"
+            for w in walks.values():
+                if w.reached and not w.done:
+                    w.finish(stopped)
+        out: dict[str, WalkResult | SnmpError] = {}
+        for text, oid in parsed.items():
+            cover = walks[oid] if oid in walks else next(
+                w for r, w in walks.items() if _under(oid, r))
+            if not cover.reached:  # only when the device stopped answering first
+                out[text] = failure or session.error("error", "subtree never reached")
+            elif cover.root == oid:
+                out[text] = cover.result
+            else:
+                prefix = dotted(oid) + "."
+                out[text] = WalkResult([row for row in cover.result.rows
+                                        if row[0].startswith(prefix)], cover.result.stopped)
+        return out
 
     async def close(self) -> None:
         """Release sockets and engines of every loop this client was used on."""
@@ -457,6 +506,14 @@ class PysnmpClient:
 
     async def _session(self, state: _LoopState, target: Target, credential: Credential,
                        timing: Timing) -> _Session:
+        if credential.version in ("1", "2c"):
+            family, sockaddr = _sockaddr(target, credential)
+            try:
+                community = credential.community.encode("latin-1")
+            except UnicodeEncodeError:
+                raise SnmpError("auth", "the community is not Latin-1 text "
+                                        f"({target}, {credential.describe()})") from None
+            return _Session(target, credential, timing, family, sockaddr, community)
         auth, user_key = _auth_data(target, credential)
         family, sockaddr = _sockaddr(target, credential)
         key = (family, sockaddr, timing.timeout, timing.retries)
@@ -465,15 +522,34 @@ class PysnmpClient:
             cls = _Udp6Target if family == socket.AF_INET6 else _Udp4Target
             transport = await cls.create(sockaddr, timeout=timing.timeout, retries=timing.retries)
             state.transports[key] = transport
-        context = credential.context.encode() if credential.version == "3" else b""
-        return _Session(target, credential, timing, auth, transport, context, user_key)
+        return _Session(target, credential, timing, family, sockaddr, auth=auth,
+                        transport=transport, context=credential.context.encode(),
+                        user_key=user_key)
 
-    async def _request(self, state: _LoopState, s: _Session,
-                       pdu: Literal["get", "next", "bulk"],
-                       oids: Sequence[tuple[int, ...]],
-                       max_repetitions: int = 0) -> tuple[int, int, list[tuple[Any, Any]]]:
-        """Send one PDU (pysnmp handles retries and v3 discovery) and wait for the
+    async def _request(self, state: _LoopState, s: _Session, pdu: PduKind,
+                       oids: Sequence[Oid], max_repetitions: int = 0,
+                       ) -> tuple[int, int, VarBinds]:
+        """Send one PDU (with retries; v3 discovery by the engine) and wait for the
         answer: ``(error_status, error_index, var_binds)``, or :class:`SnmpError`."""
+        if s.credential.version == "3":
+            status, index, var_binds = await self._engine_request(
+                state, s, pdu, oids, max_repetitions)
+        else:
+            try:
+                rsp = await state.community.request(
+                    s.family, s.sockaddr, 0 if s.credential.version == "1" else 1,
+                    s.community, pdu, oids, max_repetitions, s.timing.timeout,
+                    s.timing.retries)
+            except RequestFailed as exc:
+                raise s.error(exc.kind, str(exc)) from None
+            status, index, var_binds = rsp.status, rsp.index, rsp.var_binds
+        s.answered = True
+        return status, index, var_binds
+
+    async def _engine_request(self, state: _LoopState, s: _Session, pdu: PduKind,
+                              oids: Sequence[Oid], max_repetitions: int,
+                              ) -> tuple[int, int, VarBinds]:
+        """One PDU through the pysnmp engine (SNMPv3)."""
         fut: asyncio.Future[tuple[Any, int, int, list[tuple[Any, Any]]]] = (
             state.loop.create_future())
 
@@ -483,10 +559,10 @@ class PysnmpClient:
                 fut.set_result((error_indication, int(error_status or 0),
                                 int(error_index or 0), list(var_binds or ())))
 
-        engine = state.engine
+        engine = state.v3_engine()
         try:
             addr_name, _ = _LCD.configure(engine, s.auth, s.transport, s.context)
-            vbs = _var_binds(oids)
+            vbs = [(rfc1902.ObjectName(o), rfc1902.Null("")) for o in oids]
             if pdu == "get":
                 state.get_gen.send_varbinds(engine, addr_name, None, s.context, vbs, on_response)
             elif pdu == "next":
@@ -505,8 +581,7 @@ class PysnmpClient:
             state.pending.discard(fut)
         if error_indication:
             raise _indication_error(s, error_indication)
-        s.answered = True
-        return status, index, var_binds
+        return status, index, [(name.asTuple(), to_result(value)) for name, value in var_binds]
 
     async def _get_pdus(self, state: _LoopState, s: _Session, oids: list[tuple[int, ...]],
                         values: dict[tuple[int, ...], Result]) -> None:
@@ -521,10 +596,9 @@ class PysnmpClient:
             if status == 0:
                 wanted = set(part)
                 got = 0
-                for name, value in var_binds:
-                    oid = name.asTuple()
+                for oid, value in var_binds:
                     if oid in wanted and oid not in values:
-                        values[oid] = to_result(value)
+                        values[oid] = value
                         got += 1
                 missing = [o for o in part if o not in values]
                 if missing and got:
@@ -552,60 +626,121 @@ class PysnmpClient:
             else:
                 todo[:0] = [[o] for o in part]
 
-    async def _walk(self, state: _LoopState, s: _Session, root: tuple[int, ...],
-                    result: WalkResult) -> None:
-        """GETBULK (v2c/v3) or GETNEXT (v1) from ``root`` until the subtree ends.
+    async def _bulk_stream(self, state: _LoopState, s: _Session, roots: list[Oid],
+                           walks: dict[Oid, _RootWalk]) -> None:
+        """GETBULK from ``roots[0]`` to the end of ``roots[-1]`` (sorted, disjoint).
 
-        Rows are appended to ``result`` as they arrive so a deadline keeps them."""
+        Rows are kept as they arrive so a deadline keeps them.  Every request either
+        moves the cursor forward, finishes a subtree, or halves the repetitions, so
+        no answer sequence can keep this loop going (beyond ``max_walk_rows`` per
+        subtree and the deadline)."""
         timing = s.timing
-        bulk = s.credential.version != "1"
         repetitions = timing.max_repetitions
-        depth = len(root)
-        cursor = root
-        while True:
-            ask = max(1, min(repetitions, timing.max_walk_rows - len(result.rows) + 1))
-            try:
-                if bulk:
-                    status, _, var_binds = await self._request(state, s, "bulk", [cursor], ask)
-                else:
-                    status, _, var_binds = await self._request(state, s, "next", [cursor])
-            except SnmpError as exc:
-                if not s.answered:
-                    raise
-                _log.debug("%s: walk of %s cut short: %s", s.target, _dotted(root), exc)
-                result.stopped = "timeout" if exc.kind == "timeout" else "error"
-                return
-            if status:
-                if status == _NO_SUCH_NAME and not bulk:
-                    return  # SNMPv1's way of saying endOfMibView
-                if status == _TOO_BIG and bulk and repetitions > 1:
+        i = 0
+        cursor = roots[0]
+        while i < len(roots):
+            current = walks[roots[i]]
+            ask = max(1, min(repetitions, timing.max_walk_rows - len(current.result.rows) + 1))
+            status, _, var_binds = await self._request(state, s, "bulk", [cursor], ask)
+            current.reached = True  # the cursor is never before roots[i]: answered for it
+            if status or not var_binds:
+                if status == _TOO_BIG and repetitions > 1:
                     repetitions = max(1, repetitions // 2)
                     continue
-                _log.debug("%s: walk of %s: error-status %d", s.target, _dotted(root), status)
-                result.stopped = "error"
-                return
-            if not var_binds:
-                result.stopped = "error"  # an empty answer to a GETNEXT/GETBULK
-                return
-            for name, value in var_binds:
-                if value.tagSet == _END_OF_MIB_TAG:
+                # an error-status, or an empty answer to a GETBULK: this subtree is
+                # broken at the device; the others may still be fine
+                _log.debug("%s: walk of %s: error-status %d, %d var-binds", s.target,
+                           dotted(current.root), status, len(var_binds))
+                current.finish("error")
+                i += 1
+                if i < len(roots):
+                    cursor = roots[i]
+                continue
+            jump = False
+            for oid, value in var_binds:
+                if value is Absent.END_OF_MIB:
+                    for root in roots[i:]:  # nothing follows the cursor: all complete
+                        walks[root].finish()
                     return
-                oid = name.asTuple()
                 if oid <= cursor:
                     _log.debug("%s: walk of %s: %s does not follow %s", s.target,
-                               _dotted(root), _dotted(oid), _dotted(cursor))
-                    result.stopped = "not-increasing"
-                    return
-                if len(oid) <= depth or oid[:depth] != root:
-                    return  # left the subtree
+                               dotted(roots[i]), dotted(oid), dotted(cursor))
+                    walks[roots[i]].finish("not-increasing")
+                    i += 1
+                    jump = True
+                    break
                 cursor = oid
-                converted = to_result(value)
-                if isinstance(converted, Absent):
-                    continue  # noSuchObject in a walk is not a row
-                if len(result.rows) >= timing.max_walk_rows:
-                    result.stopped = "max-rows"
+                while i < len(roots) and oid > roots[i] and not _under(oid, roots[i]):
+                    walks[roots[i]].finish()  # left this subtree
+                    i += 1
+                if i == len(roots):
                     return
-                result.rows.append((_dotted(oid), converted))
+                if _under(oid, roots[i]) and not walks[roots[i]].add(
+                        oid, value, timing.max_walk_rows):
+                    i += 1
+                    jump = True
+                    break
+                # else: a row between two subtrees, not asked for
+            if i < len(roots) and (jump or cursor < roots[i]):
+                cursor = roots[i]
+
+    async def _next_side_by_side(self, state: _LoopState, s: _Session, roots: list[Oid],
+                                 walks: dict[Oid, _RootWalk]) -> None:
+        """SNMPv1: GETNEXT with one var-bind per unfinished subtree, until each ends.
+
+        v1 fails a whole PDU when one var-bind runs off the end of the MIB
+        (noSuchName, with its index); that subtree is then complete and the others
+        are asked again.  Without a usable error-index the subtrees go one per PDU."""
+        timing = s.timing
+        cursors: dict[Oid, Oid] = {root: root for root in roots}
+        per_pdu = MAX_GET_VARBINDS
+        while cursors:
+            batch = list(cursors)[:per_pdu]
+            status, index, var_binds = await self._request(
+                state, s, "next", [cursors[root] for root in batch])
+            for root in batch:
+                walks[root].reached = True
+            if status:
+                if 1 <= index <= len(batch):
+                    walks[batch[index - 1]].finish(
+                        None if status == _NO_SUCH_NAME else "error")
+                    del cursors[batch[index - 1]]
+                elif status == _TOO_BIG and len(batch) > 1:
+                    per_pdu = len(batch) // 2
+                elif len(batch) > 1:
+                    per_pdu = 1  # which var-bind failed? ask one at a time
+                else:
+                    walks[batch[0]].finish(None if status == _NO_SUCH_NAME else "error")
+                    del cursors[batch[0]]
+                continue
+            if len(var_binds) != len(batch):
+                _log.debug("%s: GETNEXT of %d var-binds answered with %d", s.target,
+                           len(batch), len(var_binds))
+                for root in batch:
+                    walks[root].finish("error")
+                    del cursors[root]
+                continue
+            for root, (oid, value) in zip(batch, var_binds, strict=True):
+                cursor = cursors[root]
+                if value is Absent.END_OF_MIB or (oid > cursor and not _under(oid, root)):
+                    walks[root].finish()
+                elif oid <= cursor:
+                    walks[root].finish("not-increasing")
+                elif walks[root].add(oid, value, timing.max_walk_rows):
+                    cursors[root] = oid
+                    continue
+                del cursors[root]
+
+
+def _covering_roots(roots: Iterable[Oid]) -> list[Oid]:
+    """The distinct roots not nested in another one, sorted (SNMP order)."""
+    ordered = sorted(set(roots))
+    covers: list[Oid] = []
+    for root in ordered:
+        if covers and _under(root, covers[-1]):
+            continue
+        covers.append(root)
+    return covers
 
 
 def _checked(timing: Timing | None) -> Timing:
@@ -630,14 +765,11 @@ def _sockaddr(target: Target, credential: Credential) -> tuple[int, tuple[Any, .
     return family, tuple(sockaddr)
 
 
-def _auth_data(target: Target, credential: Credential) -> tuple[Any, tuple[str, bytes] | None]:
-    """The pysnmp security parameters for ``credential`` and its user-gate key."""
+def _auth_data(target: Target, credential: Credential) -> tuple[Any, tuple[str, bytes]]:
+    """The pysnmp USM parameters for a v3 ``credential`` and its user-gate key."""
     def bad(what: str) -> SnmpError:
         return SnmpError("auth", f"{what} ({target}, {credential.describe()})")
 
-    if credential.version in ("1", "2c"):
-        return CommunityData(credential.community,
-                             mpModel=0 if credential.version == "1" else 1), None
     if credential.version != "3":
         raise bad(f"unknown SNMP version {credential.version!r}")
     if not credential.user:
@@ -689,3 +821,4 @@ def _indication_error(s: _Session, indication: Any) -> SnmpError:
     if name in _PROTOCOL_FAILURES:
         return s.error("protocol", f"unusable response ({name})")
     return s.error("error", f"request failed ({name})")
+

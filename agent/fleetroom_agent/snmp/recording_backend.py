@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..snmprec import oid_key, read_recording
-from .types import Absent, Credential, Result, SnmpValue, Target, Timing, WalkResult
+from .types import (
+    Absent,
+    Credential,
+    Result,
+    SnmpError,
+    SnmpValue,
+    Target,
+    Timing,
+    WalkResult,
+)
 
 
 class RecordingClient:
@@ -43,6 +52,11 @@ class RecordingClient:
                 return WalkResult(rows, "max-rows")
             rows.append((oid, self._values[oid]))
         return WalkResult(rows)
+
+    async def walk_many(self, target: Target, credential: Credential, roots: Sequence[str],
+                        timing: Timing | None = None) -> dict[str, WalkResult | SnmpError]:
+        """Each root walked on its own (no PDUs to save here)."""
+        return {root: await self.walk(target, credential, root, timing) for root in roots}
 
     async def close(self) -> None:
         """Nothing to release."""
