@@ -81,8 +81,24 @@ class SecurityConfig(_Section):
     lockout_failures: int = Field(5, ge=1)
     lockout_cooloff_minutes: int = Field(15, ge=1)
     deactivate_after_days: int = Field(90, ge=1)
+    deactivate_after_days_by_role: dict[str, int] = Field(default_factory=dict)
+    """Per built-in role, e.g. ``{customer_viewer = 180}`` (TOML only); a person with
+    several roles gets the shortest of their roles' limits."""
     mfa_required_for_all: bool = False
     """Every user must set up a second factor (operator and dealer roles always must)."""
+
+
+    @field_validator("deactivate_after_days_by_role")
+    @classmethod
+    def _known_roles(cls, v: dict[str, int]) -> dict[str, int]:
+        known = {"operator_admin", "dealer_admin", "dealer_technician", "customer_admin",
+                 "customer_viewer"}
+        for role, days in v.items():
+            if role not in known:
+                raise ValueError(f"unknown role {role!r} (one of {', '.join(sorted(known))})")
+            if days < 1:
+                raise ValueError(f"{role}: at least 1 day")
+        return v
 
 
 class FleetConfig(_Section):
@@ -633,6 +649,7 @@ secret_key = "{secrets.token_urlsafe(64)}"
 # session_idle_minutes = 30
 # session_absolute_hours = 12
 # deactivate_after_days = 90
+# deactivate_after_days_by_role = {{ customer_viewer = 180 }}
 # mfa_required_for_all = false   # operator and dealer roles always need a second factor
 
 [fleet]

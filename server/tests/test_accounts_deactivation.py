@@ -133,3 +133,39 @@ def test_a_failing_token_revocation_rolls_back_that_user_only():
     stuck.refresh_from_db()
     assert stuck.is_active  # rolled back as a whole; the next run tries again
     assert stuck.deactivated_at is None
+
+
+def test_idle_limit_per_role_from_config(settings):
+    from fleetroom.core.scoping import SYSTEM
+    from fleetroom.tenancy.models import TenantKind
+    from fleetroom.tenancy.permissions import BuiltinRole
+    from fleetroom.tenancy.services import do_create_tenant, do_grant_membership
+
+    security = settings.CONFIG.security.model_copy(update={
+        "deactivate_after_days_by_role": {"customer_viewer": 180, "dealer_admin": 30}})
+    settings.CONFIG = settings.CONFIG.model_copy(update={"security": security})
+    op = do_create_tenant(None, TenantKind.OPERATOR, "Op", SYSTEM)
+    dealer = do_create_tenant(op, TenantKind.DEALER, "Dealer", SYSTEM)
+    customer = do_create_tenant(dealer, TenantKind.CUSTOMER, "Customer", SYSTEM)
+    viewer = user_seen("viewer", last_login_days=120)  # 120 < 180: stays
+    do_grant_membership(viewer, customer, acting_user=SYSTEM, role=BuiltinRole.CUSTOMER_VIEWER)
+    admin = user_seen("cadmin", last_login_days=120)  # no per-role value: default 90
+    do_grant_membership(admin, customer, acting_user=SYSTEM, role=BuiltinRole.CUSTOMER_ADMIN)
+    both = user_seen("both", last_login_days=40)  # viewer 180 and dealer admin 30: 30
+    do_grant_membership(both, customer, acting_user=SYSTEM, role=BuiltinRole.CUSTOMER_VIEWER)
+    do_grant_membership(both, dealer, acting_user=SYSTEM, role=BuiltinRole.DEALER_ADMIN)
+    nobody = user_seen("nobody", last_login_days=95)  # no membership: default 90
+    assert sorted(services.deactivate_idle_users(now=NOW)) == sorted(
+        [admin.pk, both.pk, nobody.pk])
+    viewer.refresh_from_db()
+    assert viewer.is_active
+
+
+def test_per_role_config_refuses_unknown_roles(tmp_path):
+    from fleetroom import config
+
+    (tmp_path / config.CONFIG_FILE).write_text(
+        'secret_key = "' + "s" * 60 + '"\n[security]\n'
+        "deactivate_after_days_by_role = { viewer = 10 }\n", encoding="utf-8")
+    with pytest.raises(config.ConfigError, match="unknown role 'viewer'"):
+        config.load({"FLEETROOM_DATA_DIR": str(tmp_path)})

@@ -9,12 +9,17 @@
   whole platform just because that technician also has access to the customer.
 * **Password context words**: the names of the dealers and customers a user
   belongs to (a password containing the employer's name is guessable).
+* **Idle limit per role** (``[security] deactivate_after_days_by_role``): each
+  live built-in role counts with its configured limit (or the default); the
+  shortest applies, so a second, more sensitive role never extends the first.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from fleetroom.core.scoping import membership_permissions
@@ -58,6 +63,19 @@ def context_words(user: Any) -> list[str]:
                 .values_list("name", flat=True))
 
 
+def idle_limit(user: Any) -> timedelta | None:
+    """The shortest idle limit of the user's live built-in roles; None without any
+    per-role setting or membership (the default limit applies)."""
+    security = settings.CONFIG.security
+    by_role = security.deactivate_after_days_by_role
+    if not by_role:
+        return None
+    roles = set(live_memberships(user).exclude(role="").values_list("role", flat=True))
+    if not roles:
+        return None
+    return timedelta(days=min(by_role.get(r, security.deactivate_after_days) for r in roles))
+
+
 def register() -> bool:
     """Plug into the accounts policy when that module exists; False when it does not."""
     import importlib
@@ -69,4 +87,5 @@ def register() -> bool:
     policy.register_mfa_required_check(requires_mfa)
     policy.register_account_admin_check(may_administer)
     policy.register_context_word_provider(context_words)
+    policy.register_idle_limit(idle_limit)
     return True
