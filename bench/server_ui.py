@@ -276,7 +276,10 @@ def generate(w: Writer, plan: Plan, *, first_device_id: int = 1) -> dict[str, in
     log(f"devices: {counts['fleet_device']:,}")
 
     payloads = _payloads()
-    rid = lambda i, k: k * d + i + 1  # noqa: E731 - time-major, as readings arrive
+    def rid(i: int, k: int) -> int:
+        """Reading id of device ``i``'s ``k``-th reading: time-major, as readings arrive."""
+        return k * d + i + 1
+
 
     def reading_rows() -> Iterator[tuple[Any, ...]]:
         for k in range(r):
