@@ -1,0 +1,34 @@
+"""Local store-and-forward outbox: nothing leaves the agent's disk before the server has it.
+
+See :mod:`.store` for the guarantees (durable put, delete only on application-level
+acknowledgement, disk budget with gap records, quarantine of corrupt files) and
+:mod:`.schema` for the on-disk layout and its migrations.
+"""
+
+from fleetroom_agent.outbox.store import (
+    DEFAULT_FILENAME,
+    GAPS_STREAM,
+    GapReason,
+    Item,
+    ItemKey,
+    NewItem,
+    Outbox,
+    OutboxError,
+    OutboxStats,
+    Priority,
+    StreamStats,
+)
+
+__all__ = [
+    "DEFAULT_FILENAME",
+    "GAPS_STREAM",
+    "GapReason",
+    "Item",
+    "ItemKey",
+    "NewItem",
+    "Outbox",
+    "OutboxError",
+    "OutboxStats",
+    "Priority",
+    "StreamStats",
+]
