@@ -18,6 +18,7 @@ test: setup lint pytest pytest-postgres
 lint:
 	$(UV) ruff check .
 	$(UV) mypy packages/protocol/fleetroom_protocol packages/profiles/fleetroom_profiles agent/fleetroom_agent tools/fleetsim/fleetroom_fleetsim server/fleetroom
+	$(UV) mypy bench/*.py
 
 pytest:
 	$(UV) pytest -n 2 --dist loadgroup

@@ -315,9 +315,9 @@ def raw_insert(vendor: str, settings_db: dict[str, Any],
     for i in sorted(batches):
         begin()
         for table in PER_READING:
-            data = batches[i].get(table)
-            if data:
-                cur.executemany(sql[table], data)
+            chunk = batches[i].get(table)
+            if chunk:
+                cur.executemany(sql[table], chunk)
         commit()
     begin()
     for table in after:
