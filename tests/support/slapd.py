@@ -24,6 +24,8 @@ from typing import Any
 import ldap
 import ldap.modlist
 
+from tests.support.processes import stop_process
+
 SUFFIX = "dc=example,dc=org"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
 ADMIN_PASSWORD = "admin-secret-not-for-production"
@@ -167,13 +169,7 @@ access to * by users read by * none
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._tmp.cleanup()
 
     def __enter__(self) -> Slapd:

@@ -15,6 +15,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from tests.support.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -63,13 +65,7 @@ class OidcProvider:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._tmp.cleanup()
 
     def __enter__(self) -> OidcProvider:
