@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from axes.models import AccessAttempt
@@ -312,3 +312,19 @@ def test_unknown_wrong_and_locked_look_the_same(settings):
     assert "locked" not in locked.text.lower()
     # One password hash in each case, so the response time does not tell them apart.
     assert unknown_hashes == wrong_hashes == locked_hashes == 1
+
+
+def test_lockout_mails_the_account_holder_once_and_nobody_for_unknown_names():
+    from django.core import mail
+
+    make_user("alice", email="alice@customer.test")
+    client = Client()
+    fail(client, times=7)  # locked at the 5th; the refused tries after it send nothing
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert message.to == ["alice@customer.test"]
+    assert "alice" in message.body
+    event = LockoutEvent.objects.get(username="alice")
+    assert event.locked_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M") in message.body
+    fail(Client(), "nobody")
+    assert len(mail.outbox) == 1  # an unknown name is locked, but no one is mailed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC
 from typing import Any
 
 from allauth.account import signals as account_signals
@@ -16,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.http import HttpRequest
 
-from fleetroom.accounts import audit_events, lockout, services
+from fleetroom.accounts import audit_events, lockout, services, signals
 from fleetroom.accounts.models import User
 
 logger = logging.getLogger(__name__)
@@ -88,12 +89,44 @@ on_mfa_removed = _mfa_audit(audit_events.MFA_REMOVED)
 on_mfa_reset = _mfa_audit(audit_events.MFA_RESET)
 
 
+def on_locked_out_notify_user(sender: Any, username: str, user: User | None,
+                              ip_address: str | None, locked_until: Any, number: int,
+                              **kwargs: Any) -> None:
+    """Tell the account holder their account was locked (someone may be guessing their
+    password).  Only real accounts with an address get mail — an unknown name gets
+    nothing, so the lockout reveals no more than the login page does.  A mail failure
+    is logged, never raised: it must not turn a refused login into a server error."""
+    if user is None or not user.email:
+        return
+    from django.core.mail import send_mail
+    from django.utils import translation
+    from django.utils.translation import gettext
+
+    with translation.override(translation.get_language()):
+        subject = gettext("Fleetroom: your account was locked")
+        body = gettext(
+            "Your Fleetroom account %(username)s was locked after too many failed sign-in "
+            "attempts (from %(ip)s). It unlocks by itself at %(until)s (UTC); an "
+            "administrator can unlock it sooner.\n\nIf this was not you, someone may be "
+            "trying to guess your password: change it after signing in, and make sure "
+            "two-factor authentication is on.") % {
+                "username": username, "ip": ip_address or gettext("an unknown address"),
+                "until": locked_until.astimezone(UTC).strftime(
+                    "%Y-%m-%d %H:%M")}
+    try:
+        send_mail(subject, body, None, [user.email])
+    except Exception:
+        logger.exception("could not mail the lockout notice for user %s", user.pk)
+
+
 def connect() -> None:
     """Connect every receiver (idempotent thanks to ``dispatch_uid``)."""
     user_logged_in.connect(on_user_logged_in, dispatch_uid="fleetroom.accounts.logged_in")
     user_login_failed.connect(on_user_login_failed, dispatch_uid="fleetroom.accounts.failed")
     axes_user_locked_out.connect(on_axes_user_locked_out,
                                  dispatch_uid="fleetroom.accounts.locked_out")
+    signals.user_locked_out.connect(on_locked_out_notify_user,
+                                    dispatch_uid="fleetroom.accounts.locked_out_mail")
     mfa_signals.authentication_failed.connect(on_mfa_authentication_failed,
                                               dispatch_uid="fleetroom.accounts.mfa_failed")
     for signal in (account_signals.password_changed, account_signals.password_set):
