@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from fleetroom_profiles import ProfileError, ProfileSet
+from fleetroom_protocol import Reading
 from rich.console import Console
 
 from . import render
@@ -71,6 +72,8 @@ def scan(
         min=1, max=4096, help="Devices read at once (default: 16 per CPU core).")] = None,
     profiles: ProfilesOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One reading per line.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Also write one reading per line (JSON) to this file.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-V",
                                           help="Show skipped devices and why.")] = False,
 ) -> None:
@@ -85,8 +88,21 @@ def scan(
                        timing=timing(timeout, retries), concurrency=concurrency,
                        progress=sys.stderr.isatty() and not verbose)
     ps = _profiles(profiles)
-    outcome = asyncio.run(run_scan(opts, ps, on_reading=(
-        (lambda r: print(r.to_json(), flush=True)) if json_out else None)))
+    sink = out.open("w", encoding="utf-8") if out is not None else None
+
+    def on_reading(r: Reading) -> None:
+        line = r.to_json()
+        if json_out:
+            print(line, flush=True)
+        if sink is not None:
+            sink.write(line + "\n")
+
+    try:
+        outcome = asyncio.run(run_scan(opts, ps, on_reading=(
+            on_reading if json_out or sink is not None else None)))
+    finally:
+        if sink is not None:
+            sink.close()
     if outcome.error:
         err.print(f"[red]error:[/] {outcome.error}")
         raise typer.Exit(2)

@@ -99,20 +99,17 @@ def on_locked_out_notify_user(sender: Any, username: str, user: User | None,
     if user is None or not user.email:
         return
     from django.core.mail import send_mail
-    from django.utils import translation
     from django.utils.translation import gettext
 
-    with translation.override(translation.get_language()):
-        subject = gettext("Fleetroom: your account was locked")
-        body = gettext(
-            "Your Fleetroom account %(username)s was locked after too many failed sign-in "
-            "attempts (from %(ip)s). It unlocks by itself at %(until)s (UTC); an "
-            "administrator can unlock it sooner.\n\nIf this was not you, someone may be "
-            "trying to guess your password: change it after signing in, and make sure "
-            "two-factor authentication is on.") % {
-                "username": username, "ip": ip_address or gettext("an unknown address"),
-                "until": locked_until.astimezone(UTC).strftime(
-                    "%Y-%m-%d %H:%M")}
+    subject = gettext("Fleetroom: your account was locked")
+    body = gettext(
+        "Your Fleetroom account %(username)s was locked after too many failed sign-in "
+        "attempts (from %(ip)s). It unlocks by itself at %(until)s (UTC); an "
+        "administrator can unlock it sooner.\n\nIf this was not you, someone may be "
+        "trying to guess your password: change it after signing in, and make sure "
+        "two-factor authentication is on.") % {
+            "username": username, "ip": ip_address or gettext("an unknown address"),
+            "until": locked_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M")}
     try:
         send_mail(subject, body, None, [user.email])
     except Exception:

@@ -45,21 +45,28 @@ def test_device_detail_chart_draws_every_value(page):
     t, devices, users = build_world()
     spec = BY_SERIAL["KY0001"]
     midnight = NOW.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    values = []
-    for day in range(10, 0, -1):  # one reading at noon on each of the last ten days
-        values.append(20_000 + 150 * (10 - day))
-        ingest_reading(reading(spec, midnight - timedelta(days=day) + timedelta(hours=12),
-                               total=values[-1]), tenant=t["berlin"])
+    history = [(midnight - timedelta(days=day) + timedelta(hours=12), 20_000 + 150 * (10 - day))
+               for day in range(10, 0, -1)]  # one reading at noon on each of the last ten days
+    for when, value in history:
+        ingest_reading(reading(spec, when, total=value), tenant=t["berlin"])
     do_rollup_and_prune(now=NOW)
+    # Expected from the data put in: each past UTC day's last value (the daily tier),
+    # then today's raw values; the fixture's own reading is one of them.
+    per_day: dict = {}
+    raw = []
+    for when, value in sorted([*history, (NOW - timedelta(days=spec.days_ago), spec.total)]):
+        if when < midnight:
+            per_day[when.astimezone(UTC).date()] = value
+        else:
+            raw.append(value)
+    expected = [per_day[d] for d in sorted(per_day)] + raw
     _login(page, users["acme_admin"].username)
     page.goto(f"/fleet/devices/{devices['KY0001'].pk}/?counter=total&period=30")
     chart = page.locator("svg.chart")
     chart.wait_for()
     drawn = [int(v) for v in page.locator("svg.chart circle.pt").evaluate_all(
         "els => els.map(e => e.dataset.value)")]
-    # The ten daily values in order, then the fixture's own (newest) reading.
-    assert drawn[:len(values)] == values
-    assert drawn[-1] == spec.total or drawn == values
+    assert drawn == expected
     box = chart.bounding_box()
     assert box is not None
     assert box["width"] > 200

@@ -43,18 +43,15 @@ def _run(cmd: list[str], env: dict[str, str], **kw: Any) -> subprocess.Completed
 
 
 def _scan(fleet: SnmpdFleet, readings: Path) -> int:
-    """Scan the fleet once for the screen (verbose) and once into ``readings``."""
+    """Scan the fleet once: the table on the screen, the readings into ``readings``."""
     first, last = fleet.endpoints[0], fleet.endpoints[-1]
     scan_args = ([f"{first.host}-{last.host.rsplit('.', 1)[1]}"] if first.port == 161
                  else [ep.address for ep in fleet.endpoints])
     print(f"Fleet ready: {first.address} … {last.address}\n", flush=True)
-    cmd = [_exe("fleetroom-agent"), "scan", *scan_args, "--community", "public"]
-    print("$ fleetroom-agent " + " ".join(cmd[2:]) + " --verbose", flush=True)
-    scan = subprocess.run([*cmd, "--verbose"], check=False)  # noqa: S603
-    with readings.open("w", encoding="utf-8") as out:
-        subprocess.run([*cmd, "--json"], stdout=out, check=False,  # noqa: S603
-                       stderr=subprocess.DEVNULL)
-    return scan.returncode
+    cmd = [_exe("fleetroom-agent"), "scan", *scan_args, "--community", "public",
+           "--verbose", "--out", str(readings)]
+    print("$ fleetroom-agent " + " ".join(cmd[2:]), flush=True)
+    return subprocess.run(cmd, check=False).returncode  # noqa: S603
 
 
 def _prepare_server(data_dir: Path, readings: Path, env: dict[str, str]) -> dict[str, Any]:
