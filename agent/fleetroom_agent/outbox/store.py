@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -222,6 +223,24 @@ class Outbox:
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / DEFAULT_FILENAME, agent_id, budget_bytes=budget_bytes,
                    low_water_ratio=low_water_ratio)
+
+    @property
+    def store_id(self) -> str:
+        """Random id of this store file, made when it was created.
+
+        Part of the server's item key ``(agent, store, stream, seq)``: after a
+        quarantine the fresh store has a new id, so its seqs can never be taken for
+        repeats of the lost store's items — whatever the clock says.
+        """
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+            if row:
+                return str(row[0])
+        with self._write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?) "
+                         "ON CONFLICT (key) DO NOTHING", (secrets.token_hex(8),))
+            return str(conn.execute("SELECT value FROM meta WHERE key = 'store_id'")
+                       .fetchone()[0])
 
     # ------------------------------------------------------------------ opening
 

@@ -35,3 +35,5 @@ __all__ = [
     "Tray",
     "counter_delta",
 ]
+# Envelope, keys, replay window and message bodies live in their own modules
+# (fleetroom_protocol.envelope, .keys, .replay, .messages) and are imported from there.

@@ -1,0 +1,24 @@
+"""The outbox's store id: stable for a file, new after quarantine."""
+
+from fleetroom_agent.outbox import Outbox
+
+
+def test_store_id_is_stable_across_reopen(tmp_path):
+    with Outbox(tmp_path / "o.sqlite3", "agent") as box:
+        first = box.store_id
+        assert first == box.store_id
+        assert len(first) == 16
+    with Outbox(tmp_path / "o.sqlite3", "agent") as box:
+        assert box.store_id == first
+
+
+def test_quarantined_store_gets_a_new_id(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path, "agent") as box:
+        old = box.store_id
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    with Outbox(path, "agent") as box:
+        assert box.quarantined_to is not None
+        assert box.store_id != old
