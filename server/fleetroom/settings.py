@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "fleetroom.accounts",
     "fleetroom.fleet",
     "fleetroom.api",
+    "fleetroom.agents",
 ]
 
 MIDDLEWARE = [

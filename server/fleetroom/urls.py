@@ -11,11 +11,13 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/", include("fleetroom.api.urls")),
+    path("", include("fleetroom.agents.urls_protocol")),
 ]
 urlpatterns += i18n_patterns(
     path("", core_views.home, name="home"),
     path("accounts/", include("fleetroom.accounts.urls")),
     path("fleet/", include("fleetroom.fleet.urls")),
     path("admin/", include("fleetroom.tenancy.urls")),
+    path("agents/", include("fleetroom.agents.urls")),
     prefix_default_language=False,
 )

@@ -1,0 +1,1 @@
+"""Agents: enrollment, the signed ingest endpoint, commands and profile bundles."""
