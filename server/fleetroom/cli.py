@@ -86,14 +86,33 @@ def serve(bind: Annotated[str | None, typer.Option(
     address = bind or cfg.bind
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "fleetroom.settings"}
     exe = Path(sys.executable).parent
+    tls = ([] if cfg.tls_cert is None else
+           ["--certfile", str(cfg.tls_cert), "--keyfile", str(cfg.tls_key)])
+    gunicorn = [str(exe / "gunicorn"), "fleetroom.wsgi:application",
+                "--config", "python:fleetroom.gunicorn_conf", "--threads", "4",
+                "--access-logfile", "-", "--graceful-timeout", "10"]
     commands = {
-        "web": [str(exe / "gunicorn"), "fleetroom.wsgi:application", "--bind", address,
-                "--workers", str(web_workers), "--threads", "4", "--access-logfile", "-",
-                "--graceful-timeout", "10"],
+        "web": [*gunicorn, "--bind", address, "--workers", str(web_workers), *tls],
         "worker": [str(exe / "fleetroom"), "worker"],
     }
-    typer.echo(f"Fleetroom on http://{address}/ (data in {cfg.data_dir})")
+    if cfg.agents_bind:
+        commands["agents"] = [*gunicorn, "--bind", cfg.agents_bind, "--workers", "2", *tls]
+    scheme = "https" if tls else "http"
+    typer.echo(f"Fleetroom on {scheme}://{address}/ (data in {cfg.data_dir})")
+    if cfg.agents_bind:
+        typer.echo(f"Agents connect to https://{cfg.agents_bind}/")
     _supervise(commands, env)
+
+
+@app.command("tls-selfsigned")
+def tls_selfsigned(hosts: Annotated[list[str], typer.Argument(
+        help="Names and addresses the server is reached by.")]) -> None:
+    """Make a private CA and a server certificate in <data_dir>/tls (for agents' --ca-file)."""
+    from fleetroom.tls import make_self_signed
+
+    files = make_self_signed(config.data_dir_from(os.environ) / "tls", hosts)
+    typer.echo(f"CA certificate (give it to agents: --ca-file): {files.ca_cert}")
+    typer.echo(f'Add to the config:\ntls_cert = "{files.cert}"\ntls_key = "{files.key}"')
 
 
 def _supervise(commands: dict[str, list[str]], env: dict[str, str]) -> None:

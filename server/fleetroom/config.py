@@ -527,6 +527,12 @@ class Config(_Section):
     secret_key: str = Field(min_length=50)
     debug: bool = False
     bind: str = "127.0.0.1:8000"
+    tls_cert: Path | None = None
+    """Certificate chain (PEM) for HTTPS on ``bind`` and ``agents_bind``."""
+    tls_key: Path | None = None
+    agents_bind: str | None = None
+    """A second listener, HTTPS only, for agents (e.g. ``0.0.0.0:8443``): the web UI
+    can stay on a private address while agents reach the server from outside."""
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
     base_url: str = "http://127.0.0.1:8000"
     language: Literal["de", "en"] = "en"
@@ -539,6 +545,17 @@ class Config(_Section):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     sso: SsoConfig = Field(default_factory=SsoConfig)  # SSO (see the SSO block above)
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Config:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.agents_bind and self.tls_cert is None:
+            raise ValueError("agents_bind serves HTTPS only: set tls_cert and tls_key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file not found: {path}")
+        return self
 
 
 _BOOL = {"true": True, "false": False}
@@ -632,6 +649,9 @@ def starter_toml() -> str:
 # (FLEETROOM_<KEY>, FLEETROOM_<SECTION>_<KEY>). Unknown keys are an error.
 secret_key = "{secrets.token_urlsafe(64)}"
 # bind = "127.0.0.1:8000"
+# tls_cert = "/etc/fleetroom/server.pem"   # HTTPS on bind (and agents_bind); see
+# tls_key = "/etc/fleetroom/server.key"    #   `fleetroom tls-selfsigned` for a private CA
+# agents_bind = "0.0.0.0:8443"             # a second, HTTPS-only listener for agents
 # base_url = "https://fleet.example.com"
 # allowed_hosts = ["fleet.example.com"]
 # language = "de"
