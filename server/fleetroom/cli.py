@@ -92,12 +92,13 @@ def serve(bind: Annotated[str | None, typer.Option(
                 "--config", "python:fleetroom.gunicorn_conf", "--threads", "4",
                 "--access-logfile", "-", "--graceful-timeout", "10"]
     commands = {
-        "web": [*gunicorn, "--bind", address, "--workers", str(web_workers), *tls],
+        "web": [*gunicorn, "--bind", address, "--workers", str(web_workers),
+                *(tls if cfg.web_tls else [])],
         "worker": [str(exe / "fleetroom"), "worker"],
     }
     if cfg.agents_bind:
         commands["agents"] = [*gunicorn, "--bind", cfg.agents_bind, "--workers", "2", *tls]
-    scheme = "https" if tls else "http"
+    scheme = "https" if tls and cfg.web_tls else "http"
     typer.echo(f"Fleetroom on {scheme}://{address}/ (data in {cfg.data_dir})")
     if cfg.agents_bind:
         typer.echo(f"Agents connect to https://{cfg.agents_bind}/")

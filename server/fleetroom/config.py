@@ -530,6 +530,9 @@ class Config(_Section):
     tls_cert: Path | None = None
     """Certificate chain (PEM) for HTTPS on ``bind`` and ``agents_bind``."""
     tls_key: Path | None = None
+    web_tls: bool = True
+    """With certificates set, whether ``bind`` uses them too (``false``: the web UI
+    stays plain HTTP, e.g. on loopback behind a TLS-terminating proxy)."""
     agents_bind: str | None = None
     """A second listener, HTTPS only, for agents (e.g. ``0.0.0.0:8443``): the web UI
     can stay on a private address while agents reach the server from outside."""
@@ -651,6 +654,7 @@ secret_key = "{secrets.token_urlsafe(64)}"
 # bind = "127.0.0.1:8000"
 # tls_cert = "/etc/fleetroom/server.pem"   # HTTPS on bind (and agents_bind); see
 # tls_key = "/etc/fleetroom/server.key"    #   `fleetroom tls-selfsigned` for a private CA
+# web_tls = true                           # false: only agents_bind uses the certificate
 # agents_bind = "0.0.0.0:8443"             # a second, HTTPS-only listener for agents
 # base_url = "https://fleet.example.com"
 # allowed_hosts = ["fleet.example.com"]

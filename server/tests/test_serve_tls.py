@@ -81,6 +81,30 @@ def test_tls_selfsigned_and_https_listeners(tmp_path):
         proc.wait(timeout=30)
 
 
+def test_web_can_stay_plain_http_while_agents_use_https(tmp_path):
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    env |= {"FLEETROOM_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "fleetroom.settings"}
+    subprocess.run([EXE, "init"], env=env, check=True, capture_output=True)
+    subprocess.run([EXE, "tls-selfsigned", "127.0.0.1"], env=env, check=True,
+                   capture_output=True)
+    tls = data / "tls"
+    web, agents = _port(), _port()
+    env |= {"FLEETROOM_TLS_CERT": str(tls / "server.pem"),
+            "FLEETROOM_TLS_KEY": str(tls / "server.key"), "FLEETROOM_WEB_TLS": "false",
+            "FLEETROOM_AGENTS_BIND": f"127.0.0.1:{agents}"}
+    proc = subprocess.Popen([EXE, "serve", "--bind", f"127.0.0.1:{web}", "--web-workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+        _wait(f"https://127.0.0.1:{agents}/healthz", ctx, proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=3) as resp:
+            assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def test_tls_settings_must_come_in_pairs(tmp_path):
     from fleetroom import config
 
