@@ -15,6 +15,8 @@ command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need_apt+=(snmpd)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 # Tests run a real directory server (SSO by LDAP bind) and a real browser (UI flows).
 [ -x /usr/sbin/slapd ] || need_apt+=(slapd ldap-utils)
+# The MQTT transport's tests start their own Mosquitto (with the dynamic-security plugin).
+[ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # gettext: msgfmt/xgettext check that the German catalogue is complete and compiled.
 command -v msgfmt >/dev/null 2>&1 || need_apt+=(gettext)

@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from fleetroom_profiles import ProfileError, ProfileSet
@@ -37,6 +37,9 @@ from .cli_options import (
     timing,
 )
 
+if TYPE_CHECKING:
+    from .identity import AgentIdentity
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fleetroom agent: find and read printers over SNMP.")
 profiles_app = typer.Typer(no_args_is_help=True, help="Work with device profiles.")
@@ -46,8 +49,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _profiles(extra: list[Path] | None) -> ProfileSet:
+    from .profile_update import load_profiles  # + the installed bundle ($FLEETROOM_AGENT_DATA_DIR)
+
     try:
-        return ProfileSet.load(extra or [])
+        return load_profiles(None, extra or [])
     except ProfileError as exc:
         err.print("[red]profiles are broken; nothing was read:[/]")
         for p in exc.problems:
@@ -201,6 +206,32 @@ def walk(
     err.print(f"{len(result.lines)} OIDs recorded" + (f" to {out}" if out else ""))
 
 
+@app.command()
+def enroll(
+    server: Annotated[str, typer.Option(help="Server URL, e.g. https://fleetroom.example.com")],
+    token: Annotated[str | None, typer.Option(
+        envvar="FLEETROOM_ENROLL_TOKEN",
+        help="Enrollment token (shown once in the server UI; the environment variable "
+             "keeps it out of the process list).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        envvar="FLEETROOM_AGENT_DATA_DIR",
+        help="The agent's data directory (the same one 'run' uses).")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="PEM CA bundle to trust instead of the system's.")
+    ] = None,
+    pin: Annotated[list[str] | None, typer.Option(
+        help="sha256:<base64> of the server's public key (SPKI); repeat for a backup key.")
+    ] = None,
+    proxy: Annotated[str | None, typer.Option(help="HTTP(S) proxy URL.")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Replace an existing identity (the old one is kept as a backup).")] = False,
+) -> None:
+    """Create this agent's keys and register them with the server using a token."""
+    from .enroll import enroll_cli
+
+    raise typer.Exit(enroll_cli(server, token, data_dir, ca_file, pin, proxy, force))
+
+
 @profiles_app.command("check")
 def profiles_check(
     directory: Annotated[Path, typer.Argument(exists=True, file_okay=False)],
@@ -233,6 +264,96 @@ def profiles_list(profiles: ProfilesOpt = None) -> None:
                                      if x) for m in p.match) or "(abstract)"
         t.add_row(name, ", ".join(p.extends), p.device_kind or "", match)
     Console().print(t)
+
+
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", envvar="FLEETROOM_AGENT_DATA_DIR", file_okay=False,
+    help="The agent's data directory.")]
+
+
+def _update_failed(exc: Exception, data_dir: Path) -> typer.Exit:
+    from .profile_update import installed_version
+
+    err.print(f"[red]{exc}[/]")
+    version = installed_version(data_dir)
+    err.print("the profiles in use stay "
+              + (f"bundle {version}" if version else "the shipped ones"))
+    return typer.Exit(1)
+
+
+def _identity_or_exit(data_dir: Path | None) -> tuple[Path, AgentIdentity]:
+    from .identity import AgentIdentity, IdentityError
+
+    if data_dir is None:
+        err.print("[red]error:[/] give --data-dir or set FLEETROOM_AGENT_DATA_DIR")
+        raise typer.Exit(2)
+    try:
+        return data_dir, AgentIdentity.load(data_dir)
+    except IdentityError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@profiles_app.command("import")
+def profiles_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                         help="A signed profile bundle file from the server.")],
+    data_dir: DataDirOpt = None, profiles: ProfilesOpt = None,
+) -> None:
+    """Install a signed profile bundle by hand (checked exactly like a download)."""
+    from .profile_update import ProfileUpdateError, import_bundle
+
+    directory, identity = _identity_or_exit(data_dir)
+    try:
+        Console().print(import_bundle(file, directory, identity.server_verify_key,
+                                      extra_dirs=profiles or []))
+    except ProfileUpdateError as exc:
+        raise _update_failed(exc, directory) from exc
+
+
+@profiles_app.command("update")
+def profiles_update(data_dir: DataDirOpt = None, profiles: ProfilesOpt = None) -> None:
+    """Ask the server for a newer profile bundle now and install it."""
+    from .profile_update import ProfileUpdateError, check_and_apply
+
+    directory, identity = _identity_or_exit(data_dir)
+    try:
+        Console().print(asyncio.run(check_and_apply(identity, directory,
+                                                    extra_dirs=profiles or [])))
+    except ProfileUpdateError as exc:
+        raise _update_failed(exc, directory) from exc
+
+
+@profiles_app.command("status")
+def profiles_status(
+    data_dir: DataDirOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """Which profile bundle is active, when it expires, and the last check's outcome."""
+    import json
+
+    from .profile_update import status
+
+    if data_dir is None:
+        err.print("[red]error:[/] give --data-dir or set FLEETROOM_AGENT_DATA_DIR")
+        raise typer.Exit(2)
+    doc = status(data_dir)
+    if json_out:
+        print(json.dumps(doc, indent=1))
+        return
+    out = Console()
+    if not doc["version"]:
+        out.print("profiles: shipped with this agent (no bundle installed)")
+    else:
+        out.print(f"profiles: bundle {doc['version']} ({doc['files']} files, {doc['source']}), "
+                  f"expires {doc['expires_at']}" + (" [red](expired)[/]" if doc["expired"] else ""))
+    if doc["last_check_at"]:
+        out.print(f"last check {doc['last_check_at']}: {doc['last_error'] or doc['last_result']}")
+
+
+from .cli_run import register as _register_run  # noqa: E402 - run, status, set-password
+
+_register_run(app)
 
 
 def main() -> None:

@@ -98,11 +98,37 @@ def serve(bind: Annotated[str | None, typer.Option(
     }
     if cfg.agents_bind:
         commands["agents"] = [*gunicorn, "--bind", cfg.agents_bind, "--workers", "2", *tls]
+    if cfg.mail_intake.enabled:
+        commands["mail-intake"] = [str(exe / "fleetroom"), "mail-intake"]
+    if cfg.mqtt.enabled:
+        commands["mqtt-bridge"] = [str(exe / "fleetroom"), "mqtt-bridge"]
     scheme = "https" if tls and cfg.web_tls else "http"
     typer.echo(f"Fleetroom on {scheme}://{address}/ (data in {cfg.data_dir})")
     if cfg.agents_bind:
         typer.echo(f"Agents connect to https://{cfg.agents_bind}/")
     _supervise(commands, env)
+
+
+@app.command("mail-intake")
+def mail_intake(once: Annotated[bool, typer.Option(
+        help="Poll the IMAP mailbox once and exit (for cron).")] = False) -> None:
+    """Receive agents' envelopes by e-mail: SMTP receiver and/or IMAP polling."""
+    from fleetroom.agents.mail_intake import main as intake_main
+
+    raise typer.Exit(intake_main(_load_config, _django, once=once))
+
+
+@app.command("mqtt-bridge")
+def mqtt_bridge(setup: Annotated[bool, typer.Option(
+        help="Create the bridge's broker role and account first if missing.")] = True,
+        reset_password: Annotated[bool, typer.Option(
+            help="Set the bridge account's password to [mqtt] bridge_password.")] = False,
+        ) -> None:
+    """Carry agents' envelopes between the MQTT broker and the server (docs/mqtt.md)."""
+    from fleetroom.agents.mqtt_bridge import main as bridge_main
+
+    raise typer.Exit(bridge_main(_load_config, _django, setup=setup,
+                                 reset_password=reset_password))
 
 
 @app.command("tls-selfsigned")

@@ -139,6 +139,26 @@ class ApiConfig(_Section):
     token_issue_rate: str = Field("20/m", pattern=r"^\d+/[smhd]$")
 
 
+class AgentsConfig(_Section):
+    """Agent traffic: size caps, rate limits, backlog protection, enrollment tokens
+    (why each default: fleetroom/agents/conf.py)."""
+
+    max_envelope_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    agent_rate: str = Field("120/m", pattern=r"^\d+/[smhd]$")
+    tenant_rate: str = Field("6000/m", pattern=r"^\d+/[smhd]$")
+    source_failure_rate: str = Field("30/m", pattern=r"^\d+/[smhd]$")
+    """Unauthenticated failures (bad signature, unknown agent, malformed) per address."""
+    enroll_failure_rate: str = Field("20/h", pattern=r"^\d+/[smhd]$")
+    """Refused enrollment attempts per address (successful ones are not limited)."""
+    max_backlog_batches: int = Field(5000, ge=1)
+    token_default_hours: int = Field(24, ge=1, le=24 * 90)
+    token_max_days: int = Field(90, ge=1, le=3650)
+    raw_retention_days: int = Field(14, ge=1, le=3650)
+    item_retention_days: int = Field(180, ge=1, le=3650)
+    command_redeliver_seconds: int = Field(600, ge=30, le=86400)
+
+
 class CacheConfig(_Section):
     """The cache every web and worker process shares (rate limits, throttles, sessions'
     helpers).  A per-process memory cache would let each gunicorn worker count login
@@ -146,6 +166,130 @@ class CacheConfig(_Section):
 
     backend: Literal["database", "redis"] = "database"
     redis_url: str = "redis://127.0.0.1:6379/1"
+
+
+class MailIntakeConfig(_Section):
+    """Agents' envelopes by e-mail (``fleetroom mail-intake``; docs/mail-transport.md).
+
+    A built-in SMTP receiver (``listen``), IMAP polling of a mailbox (``imap_host``),
+    or both; ``fleetroom serve`` starts the intake when either is set.
+    """
+
+    address: str | None = Field(None, pattern=r"^[^\s<>@]+@[^\s<>@]+$", max_length=254)
+    """Where agents send their mail (given to them at enrollment); empty: agents are
+    not offered the e-mail transport."""
+    listen: str | None = None
+    """``HOST:PORT`` for the SMTP receiver, e.g. ``0.0.0.0:2525``; empty: no receiver."""
+    hostname: str = "fleetroom"
+    """The name the receiver greets with."""
+    tls_cert: Path | None = None
+    """Certificate chain (PEM) for STARTTLS; default: the server's ``tls_cert``."""
+    tls_key: Path | None = None
+    require_starttls: bool = True
+    """With a certificate, refuse mail until the client has started TLS."""
+    accept_to: list[str] = Field(default_factory=list)
+    """Recipient addresses the receiver accepts; empty: any."""
+    max_mail_bytes: int = Field(6_000_000, ge=16 * 1024, le=100_000_000)
+    max_parts: int = Field(64, ge=1, le=1024)
+    max_buffered_mb: int = Field(64, ge=1, le=4096)
+    """Memory for incomplete multi-mail messages; beyond it mail is deferred (4xx)."""
+    incomplete_hours: int = Field(48, ge=1, le=24 * 30)
+    """An incomplete message is dropped this long after its first part."""
+    imap_host: str | None = None
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_security: Literal["tls", "starttls", "none"] = "tls"
+    """``none`` only for a server on this machine."""
+    imap_user: str | None = None
+    imap_password: SecretStr = SecretStr("")
+    imap_mailbox: str = "INBOX"
+    imap_ca_file: Path | None = None
+    imap_poll_seconds: int = Field(60, ge=5, le=86400)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is configured to receive mail."""
+        return bool(self.listen or self.imap_host)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", v):
+            raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:2525")
+        return v or None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MailIntakeConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        for path in (self.tls_cert, self.tls_key, self.imap_ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"file not found: {path}")
+        if self.imap_host:
+            if not self.imap_user or not self.imap_password.get_secret_value():
+                raise ValueError("imap_host needs imap_user and imap_password")
+            if self.imap_security == "none" and not _is_loopback_host(self.imap_host):
+                raise ValueError("imap_security = \"none\" would send the password in clear "
+                                 "text: only for a server on this machine")
+        return self
+
+
+class MqttConfig(_Section):
+    """The MQTT transport (optional; docs/mqtt.md): the broker, the bridge's account and
+    the dynamic-security administrator that creates one account per agent at enrollment.
+
+    Without ``url`` MQTT is off: agents get no broker credentials and ``fleetroom serve``
+    starts no bridge.
+    """
+
+    url: str | None = None
+    """How the server reaches the broker: ``mqtts://host:8883`` or ``wss://host:443/mqtt``
+    (``mqtt://`` only for a broker on this machine)."""
+    agent_url: str | None = None
+    """What agents are told, e.g. ``wss://mqtt.example.com/mqtt``; default: ``url``."""
+    protocol: Literal["5", "3.1.1"] = "5"
+    ca_file: Path | None = None
+    """PEM file with the CA that signed the broker's certificate; default: system CAs."""
+    bridge_username: str = Field("fleetroom-bridge", min_length=1, max_length=64)
+    bridge_password: SecretStr = SecretStr("")
+    admin_username: str = Field("fleetroom-admin", min_length=1, max_length=64)
+    admin_password: SecretStr = SecretStr("")
+    """Dynamic-security administrator (``mosquitto_ctrl dynsec init``)."""
+    shared_group: str = Field("fleetroom", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Bridges in one group share the agents' messages (``$share/<group>/…``)."""
+    workers: int = Field(4, ge=1, le=64)
+    """Envelopes one bridge process handles at once (database threads)."""
+    timeout_seconds: int = Field(10, ge=1, le=120)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a broker is configured."""
+        return bool(self.url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        for name in ("url", "agent_url"):
+            value = getattr(self, name)
+            if not value:
+                continue
+            match = re.fullmatch(r"(mqtts|wss|mqtt)://(\[[0-9a-fA-F:]+\]|[^:/\s]+)(:\d{1,5})?"
+                                 r"(/\S*)?", value)
+            if not match:
+                raise ValueError(f"{name} must look like mqtts://host:8883 or "
+                                 "wss://host/mqtt")
+            scheme, host = match.group(1), match.group(2)
+            if scheme == "mqtt" and (name == "agent_url" or not _is_loopback_host(host)):
+                raise ValueError(f"{name}: mqtt:// has no TLS; use mqtts:// or wss:// "
+                                 "(mqtt:// only for the server's own broker on this machine)")
+        if self.url:
+            if not self.bridge_password.get_secret_value():
+                raise ValueError("url is set, so bridge_password is needed (or "
+                                 "FLEETROOM_MQTT_BRIDGE_PASSWORD)")
+            if not self.admin_password.get_secret_value():
+                raise ValueError("url is set, so admin_password is needed to create agents' "
+                                 "broker accounts (or FLEETROOM_MQTT_ADMIN_PASSWORD)")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"CA file {self.ca_file} does not exist")
+        return self
 
 
 # --- SSO: LDAP bind and OpenID Connect (fleetroom/accounts/sso) --------------------------
@@ -533,6 +677,9 @@ class Config(_Section):
     web_tls: bool = True
     """With certificates set, whether ``bind`` uses them too (``false``: the web UI
     stays plain HTTP, e.g. on loopback behind a TLS-terminating proxy)."""
+    agents_url: str | None = None
+    """The address agents enroll with (shown with new tokens); default ``base_url``.
+    Set it when agents come in through ``agents_bind`` or another name."""
     agents_bind: str | None = None
     """A second listener, HTTPS only, for agents (e.g. ``0.0.0.0:8443``): the web UI
     can stay on a private address while agents reach the server from outside."""
@@ -547,7 +694,10 @@ class Config(_Section):
     mail: MailConfig = Field(default_factory=MailConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
     sso: SsoConfig = Field(default_factory=SsoConfig)  # SSO (see the SSO block above)
+    mail_intake: MailIntakeConfig = Field(default_factory=MailIntakeConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> Config:
@@ -656,6 +806,7 @@ secret_key = "{secrets.token_urlsafe(64)}"
 # tls_key = "/etc/fleetroom/server.key"    #   `fleetroom tls-selfsigned` for a private CA
 # web_tls = true                           # false: only agents_bind uses the certificate
 # agents_bind = "0.0.0.0:8443"             # a second, HTTPS-only listener for agents
+# agents_url = "https://fleet.example.com:8443"   # what agents enroll with (default base_url)
 # base_url = "https://fleet.example.com"
 # allowed_hosts = ["fleet.example.com"]
 # language = "de"
@@ -693,9 +844,29 @@ secret_key = "{secrets.token_urlsafe(64)}"
 # token_max_days = 365
 # rate = "600/m"                 # requests per user and minute (s, m, h, d)
 
+[agents]
+# agent_rate = "120/m"           # requests per agent (429 + Retry-After beyond)
+# tenant_rate = "6000/m"         # requests of all agents of one site or customer
+# max_backlog_batches = 5000     # unprocessed batches before new ones get 503
+# token_default_hours = 24       # enrollment token lifetime
+
 [cache]
 # backend = "database"           # database | redis (shared by every process)
 # redis_url = "redis://127.0.0.1:6379/1"
+
+[mail_intake]
+# address = "fleetroom-intake@example.com"   # offered to agents at enrollment
+# listen = "0.0.0.0:2525"        # agents' mail, SMTP receiver (STARTTLS with tls_cert)
+# imap_host = "imap.example.com" # or: poll a mailbox over IMAPS
+# imap_user = "fleetroom-intake"
+# imap_password = "…"            # or FLEETROOM_MAIL_INTAKE_IMAP_PASSWORD
+
+[mqtt]
+# url = "mqtts://mqtt.example.com:8883"   # the broker (docs/mqtt.md); empty: MQTT off
+# agent_url = "wss://mqtt.example.com/mqtt"   # what agents use (default: url)
+# ca_file = "/etc/fleetroom/mqtt-ca.pem"
+# bridge_password = "…"          # or FLEETROOM_MQTT_BRIDGE_PASSWORD
+# admin_password = "…"           # dynsec admin; or FLEETROOM_MQTT_ADMIN_PASSWORD
 
 # Single sign-on (optional).  Secrets may come from the environment instead:
 # FLEETROOM_SSO_LDAP_BIND_PASSWORD, FLEETROOM_SSO_OIDC_<ID>_CLIENT_SECRET.

@@ -23,6 +23,7 @@ SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 FLEETROOM_BASE_URL = CONFIG.base_url
+FLEETROOM_AGENTS_URL = CONFIG.agents_url or CONFIG.base_url
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -167,6 +168,9 @@ FLEETROOM_API_TOKEN_MAX_DAYS = CONFIG.api.token_max_days
 FLEETROOM_API_MAX_TOKENS_PER_USER = CONFIG.api.max_tokens_per_user
 FLEETROOM_API_RATE = CONFIG.api.rate
 FLEETROOM_API_TOKEN_ISSUE_RATE = CONFIG.api.token_issue_rate
+
+# --- Agent traffic ([agents]; read through fleetroom.agents.conf) --------------------
+FLEETROOM_AGENTS: _config.AgentsConfig = CONFIG.agents
 
 # --- Mail ([mail]); without a host, files in the data directory -----------------------
 DEFAULT_FROM_EMAIL = CONFIG.mail.from_address

@@ -293,7 +293,12 @@ def test_openapi_document(client):
     assert set(spec["paths"]) == {
         "/api/v1/tokens", "/api/v1/tokens/{key_id}", "/api/v1/devices",
         "/api/v1/devices/{device_id}", "/api/v1/devices/{device_id}/readings",
-        "/api/v1/alerts", "/api/v1/sites", "/api/v1/sites/{site_id}"}
+        "/api/v1/alerts", "/api/v1/sites", "/api/v1/sites/{site_id}",
+        "/api/v1/agents", "/api/v1/agents/{agent_id}", "/api/v1/agents/{agent_id}/commands",
+        "/api/v1/agents/{agent_id}/schedule", "/api/v1/agents/{agent_id}/suspend",
+        "/api/v1/agents/{agent_id}/unsuspend", "/api/v1/agents/{agent_id}/revoke",
+        "/api/v1/agents/{agent_id}/reenroll", "/api/v1/enrollment-tokens",
+        "/api/v1/enrollment-tokens/{token_id}"}
     assert spec["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     create = spec["paths"]["/api/v1/tokens"]["post"]
     assert "security" not in create  # the one route that needs no token

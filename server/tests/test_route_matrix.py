@@ -91,6 +91,9 @@ APP_MATRICES = {
     "fleetroom.tenancy.urls": ("server.tests.test_admin_matrix", "tenancy:"),
     "fleetroom.api.urls": ("server.tests.test_api_matrix", "api"),
     "fleetroom.fleet.urls": ("server.tests.test_fleet_matrix", "fleet:"),
+    "fleetroom.agents.urls_protocol": ("server.tests.test_agents_protocol_matrix",
+                                       "agent_protocol:"),
+    "fleetroom.agents.urls": ("server.tests.test_agents_matrix", "agents:"),
 }
 
 
@@ -125,7 +128,7 @@ def test_every_route_is_in_a_matrix():
                 unlisted.append(f"{pattern} ({name or 'unnamed'}, {module})")
             continue
         matrix_module = importlib.import_module(APP_MATRICES[app][0])
-        names = set(matrix_module.ROUTES)
+        names = set(matrix_module.ROUTES) | set(getattr(matrix_module, "AGENT_ROUTES", ()))
         if name.split(":")[-1] not in names and name not in names:
             unlisted.append(f"{pattern} ({name}) is not in {APP_MATRICES[app][0]}.ROUTES")
     assert not unlisted, "routes missing from every matrix:\n" + "\n".join(unlisted)

@@ -29,12 +29,12 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _get(url: str, ctx: ssl.SSLContext) -> int:
+def _get(url: str, ctx: ssl.SSLContext | None) -> int:
     with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
         return int(resp.status)
 
 
-def _wait(url: str, ctx: ssl.SSLContext, proc: subprocess.Popen[bytes]) -> None:
+def _wait(url: str, ctx: ssl.SSLContext | None, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, "serve exited"
@@ -98,8 +98,7 @@ def test_web_can_stay_plain_http_while_agents_use_https(tmp_path):
     try:
         ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
         _wait(f"https://127.0.0.1:{agents}/healthz", ctx, proc)
-        with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=3) as resp:
-            assert resp.status == 200
+        _wait(f"http://127.0.0.1:{web}/healthz", None, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

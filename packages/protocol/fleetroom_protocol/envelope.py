@@ -140,6 +140,10 @@ def split(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Sealed:
         raise EnvelopeError("malformed", "signature is not base64") from None
     if len(signature) != 64:
         raise EnvelopeError("malformed", "signature has the wrong length")
+    if _b64(signature) != data[len(MAGIC):first]:
+        # Non-canonical base64 (other padding bits) would decode to the same
+        # signature: one signed message, several byte strings.  Only one is valid.
+        raise EnvelopeError("malformed", "signature is not canonical base64")
     signed = data[first + 1:]
     end = signed.find(b"\n", 0, MAX_HEADER_BYTES + 1)
     if end < 0:

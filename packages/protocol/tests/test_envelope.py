@@ -143,3 +143,21 @@ def test_timestamp_is_the_senders_clock():
     when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     sealed = env.split(_seal(now=when))
     assert sealed.header.ts == when
+
+
+def test_non_canonical_signature_encoding_is_refused():
+    """Other padding bits decode to the same signature; only one spelling is accepted,
+    so one signed message has exactly one valid byte string."""
+    data = _seal()
+    first = data.index(b"\n")
+    text = data[len(env.MAGIC):first]
+    assert text.endswith(b"==")
+    last = text[-3:-2]
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    sibling = alphabet[alphabet.index(last) ^ 1:][:1]  # differs only in a padding bit
+    mutated = data[:len(env.MAGIC)] + text[:-3] + sibling + b"==" + data[first:]
+    import base64
+
+    assert base64.b64decode(text[:-3] + sibling + b"==") == base64.b64decode(text)
+    with pytest.raises(env.EnvelopeError, match="canonical"):
+        env.split(mutated)

@@ -10,3 +10,16 @@ class AgentsConfig(AppConfig):
     name = "fleetroom.agents"
     label = "agents"
     verbose_name = _("Agents")
+
+    def ready(self) -> None:
+        """Declare the audit actions; connect the transports to the agent lifecycle.
+
+        The MQTT receivers provision broker accounts at enrollment, delete them on
+        revocation and push new commands; the mail receiver offers the intake
+        address at enrollment.  Both do nothing when their section is not configured.
+        """
+        from fleetroom.agents import audit_events, mail_intake, mqtt_bridge
+
+        audit_events.register()
+        mail_intake.connect_signals()
+        mqtt_bridge.connect_signals()

@@ -23,6 +23,8 @@ from .v1 import router as v1_router
 DESCRIPTION = """\
 Read your printer fleet: devices, their readings (counters and supplies), alerts,
 and the tenant nodes (dealers, customers, sites, locations) you have access to.
+Manage the collection agents: enrollment tokens (shown once), agents' state,
+schedules and commands, suspension, revocation and re-enrollment.
 
 **Authentication.** Create a token with `POST /api/v1/tokens` (your login, password
 and — if your account uses two-factor authentication — a current code) or on the

@@ -36,6 +36,7 @@ MAIN_MENU: tuple[NavItem, ...] = (
     NavItem("fleet:dashboard", _("Dashboard"), P.VIEW_FLEET),
     NavItem("fleet:device_list", _("Devices"), P.VIEW_FLEET),
     NavItem("tenancy:site_list", _("Sites"), P.VIEW_FLEET),
+    NavItem("agents:agent_list", _("Agents"), P.VIEW_FLEET),
     NavItem("tenancy:user_list", _("Users"), P.MANAGE_USERS),
     NavItem("tenancy:access_code_list", _("Access codes"), P.MANAGE_ACCESS_CODES),
 )

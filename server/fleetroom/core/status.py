@@ -30,4 +30,14 @@ def collect_status() -> dict[str, Any]:
         if key == "readings":
             last_reading = model.objects.aggregate(m=Max("taken_at"))["m"]
     out["last_reading_at"] = last_reading
+    out["agent_list"] = _agent_list()
     return out
+
+
+def _agent_list() -> list[dict[str, Any]] | None:
+    """Each agent: id, name, tenant, last seen, version, queue depth, gaps, overdue."""
+    if not apps.is_installed("fleetroom.agents"):
+        return None
+    from fleetroom.agents.display import status_rows
+
+    return status_rows()
