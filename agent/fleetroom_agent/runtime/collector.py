@@ -165,12 +165,34 @@ class Collector:
             return Failed(target, f"{target} is outside the local allowlist", "refused")
         async with self.reads, self._lock(rec.key):
             try:
-                return await self.reader.read(target)
+                result = await self.reader.read(target)
+                if isinstance(result, Reading):
+                    await self._baseline(rec, result)
+                return result
             except SnmpError as exc:
                 return Failed(target, str(exc), exc.kind)
             except Exception as exc:  # a broken profile, a decoder bug, a garbage reply
                 log.exception("reading %s failed", target)
                 return Failed(target, f"{type(exc).__name__}: {exc}", "error")
+
+    async def _baseline(self, rec: DeviceRecord, reading: Reading) -> None:
+        """The status values right after a full read become the poll baseline.
+
+        Without it the first status poll after a read would become the baseline
+        unchecked, and an alert raised in between would wait for the next full read
+        (a day by default).  One PDU per full read; on failure the first poll takes
+        the baseline as before.
+        """
+        cred = self._credential(reading.credential)
+        if cred is None or reading.profile is None:
+            return
+        try:
+            profile = self.profiles.resolve(reading.profile.name)
+            rec.fingerprint = await status_check(self.client, rec.target, cred, profile,
+                                                 self.timing)
+        except Exception as exc:
+            log.debug("no status baseline for %s: %s", rec.key, exc)
+            rec.fingerprint = None
 
     def _learn(self, rec: DeviceRecord, reading: Reading) -> None:
         rec.credential = reading.credential
