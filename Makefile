@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv run --locked --quiet
 
-.PHONY: setup demo test lint pytest pytest-postgres bench fmt messages
+.PHONY: setup demo test lint pytest pytest-postgres bench bench-transport fmt messages
 
 setup:
 	@scripts/setup.sh
@@ -37,6 +37,10 @@ pytest-postgres:
 
 bench: setup
 	$(UV) python -m bench.run
+
+# Agent → server over HTTPS: ingest vs. raw inserts, drain after a 72 h outage, agent CPU/RSS.
+bench-transport: setup
+	$(UV) python -m bench.agent_transport
 
 fmt:
 	$(UV) ruff check --fix .

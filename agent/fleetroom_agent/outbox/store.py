@@ -25,6 +25,7 @@ Design notes:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 GAPS_STREAM: Final = "gaps"
 #: File name of the outbox inside the agent's data directory.
 DEFAULT_FILENAME: Final = "outbox.sqlite3"
+#: Environment variable naming a journal file (see :class:`Outbox`); unset: no journal.
+JOURNAL_ENV: Final = "FLEETROOM_AGENT_JOURNAL"
 
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
@@ -180,6 +183,7 @@ class Outbox:
         low_water_ratio: float = 0.9,
         busy_timeout_ms: int = 10_000,
         clock: Callable[[], float] = time.time,
+        journal: str | os.PathLike[str] | None = None,
     ) -> None:
         """Open (creating, migrating or quarantining as needed) the store at ``path``.
 
@@ -188,6 +192,16 @@ class Outbox:
         the total is at most ``budget_bytes * low_water_ratio`` (the hysteresis
         keeps a full store from writing one gap record per ``put``).
         ``clock`` only stamps ``created_at``; it never decides order.
+
+        ``journal`` (default: ``$FLEETROOM_AGENT_JOURNAL``; off when neither is set)
+        names a side file that gets one JSON line per committed item — agent, store,
+        stream, seq, priority, payload SHA-256, coalesce (device) key — appended and
+        fsynced *after* the commit.  It is the ground truth the chaos tests compare
+        with the server ("every committed item arrives exactly once"), and an audit
+        trail for an operator chasing a lost reading.  A line can be missing only if
+        the process dies between the commit and the append; a journal that cannot be
+        written is logged and never fails the put (the item *is* committed, and a
+        caller told otherwise might store it twice).
         """
         if not agent_id:
             msg = "agent_id must not be empty"
@@ -206,6 +220,9 @@ class Outbox:
         self._clock = clock
         self._lock = threading.RLock()
         self.quarantined_to: Path | None = None
+        journal = journal if journal is not None else os.environ.get(JOURNAL_ENV) or None
+        self.journal: Path | None = Path(journal) if journal is not None else None
+        self._journal_pending: list[dict[str, object]] = []
         self._conn: sqlite3.Connection
         self._conn = self._open()
 
@@ -359,9 +376,36 @@ class Outbox:
             try:
                 yield conn
             except BaseException:
+                self._journal_pending.clear()
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                self._journal_pending.clear()
+                raise
+            if self._journal_pending:
+                self._append_journal()
+
+    def _append_journal(self) -> None:
+        """Append the items just committed to the journal, fsynced (see ``__init__``)."""
+        pending, self._journal_pending = self._journal_pending, []
+        if self.journal is None:
+            return
+        try:
+            store = self.store_id
+            lines = "".join(json.dumps({"agent": self.agent_id, "store": store, **entry},
+                                       sort_keys=True, separators=(",", ":")) + "\n"
+                            for entry in pending).encode()
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, lines)  # one write: a kill cannot interleave two commits
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("cannot append %d item(s) to the journal %s: %s", len(pending),
+                      self.journal, exc)
 
     def _next_seq(self, conn: sqlite3.Connection, stream: str) -> int:
         row = conn.execute("SELECT value FROM meta WHERE key = 'seq_floor'").fetchone()
@@ -393,6 +437,10 @@ class Outbox:
             (self.agent_id, stream, seq, int(priority), self._clock(), coalesce_key,
              sqlite3.Binary(payload)),
         )
+        if self.journal is not None:
+            self._journal_pending.append({
+                "stream": stream, "seq": seq, "priority": int(priority), "key": coalesce_key,
+                "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)})
         return seq
 
     def _insert_gap(
