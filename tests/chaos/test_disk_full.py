@@ -9,9 +9,9 @@ namespace (``unshare --mount``), the server away.
    queue, reaches the server and is normalised.
 4. Space is freed: the outbox drains.
 
-One thing does not hold today (the test ends as *xfail* with the figures, after every
-other check passed): while the disk is full the agent cannot delete acknowledged
-items, so it resends its first batch and the items behind it wait for free space.
+While the disk is still full, the whole queue is delivered: deleting acknowledged
+items needs WAL space, and the outbox gives back its 1 MiB reserve file for that
+(before the reserve, the agent resent its first batch until space was freed).
 
 Ground truth: every item the journal says was committed is on the server or listed in
 a gap record that reached the server.
@@ -114,12 +114,8 @@ def test_full_disk_degrades_records_the_gap_and_never_crashes(
     print(f"full disk: {filled['planned'] + more['planned']} readings offered, "
           f"{st['put_failed']} not storable on the full disk, {dropped} dropped by the "
           f"budget with {len(dump['gaps'])} gap record(s) delivered; {verdict.summary()}")
-    if on_server_full["items"] < in_outbox:
-        # Everything above held.  What did not: with the disk full, deleting acknowledged
-        # items fails ("database or disk is full" at COMMIT in Outbox.ack_keys), so the
-        # sender sends its first batch again after every back-off and the items behind
-        # it never leave until space is freed.
-        pytest.xfail(f"delivery stalls on a full disk: {on_server_full['items']} of "
-                     f"{in_outbox} items reached the server in {STALL_S:.0f} s, in "
-                     f"{on_server_full['batches']} batches (the same one again and again); "
-                     f"{stuck['items']} items could not be deleted after their ack")
+    # While the disk was still full, everything queued reached the server: deleting
+    # acknowledged items needs WAL space, which the outbox's reserve file provides.
+    assert on_server_full["items"] == in_outbox, (
+        f"delivery stalled on a full disk: {on_server_full['items']} of {in_outbox} items "
+        f"in {on_server_full['batches']} batches; {stuck['items']} left after their ack")

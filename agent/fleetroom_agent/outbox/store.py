@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 from fleetroom_agent.outbox.schema import migrate
 
@@ -51,6 +51,14 @@ DEFAULT_FILENAME: Final = "outbox.sqlite3"
 #: Environment variable naming a journal file (see :class:`Outbox`); unset: no journal.
 JOURNAL_ENV: Final = "FLEETROOM_AGENT_JOURNAL"
 
+_T = TypeVar("_T")
+_SQLITE_FULL: Final = 13
+RESERVE_BYTES: Final = 1 << 20
+"""Ballast file next to the store: given back when the disk is full, so that
+acknowledged items can still be deleted (a delete needs WAL space too) and the
+queue keeps moving instead of resending its first batch until someone frees space."""
+WAL_LIMIT_BYTES: Final = 4 << 20
+"""The WAL is truncated to this after checkpoints, so the budget stays meaningful."""
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
@@ -225,6 +233,7 @@ class Outbox:
         self._journal_pending: list[dict[str, object]] = []
         self._conn: sqlite3.Connection
         self._conn = self._open()
+        self._ensure_reserve()
 
     @classmethod
     def in_data_dir(
@@ -278,6 +287,7 @@ class Outbox:
                 raise OutboxError(msg)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         except BaseException:
             conn.close()
             raise
@@ -579,25 +589,75 @@ class Outbox:
         once it has committed *every* seq up to ``up_to_seq`` of that stream.
         Acknowledging again (or an older seq) is harmless.
         """
-        with self._write() as conn:
-            cur = conn.execute(
-                "DELETE FROM items WHERE agent_id = ? AND stream = ? AND seq <= ?",
-                (self.agent_id, stream, up_to_seq),
-            )
-            return cur.rowcount
+        def delete() -> int:
+            with self._write() as conn:
+                cur = conn.execute(
+                    "DELETE FROM items WHERE agent_id = ? AND stream = ? AND seq <= ?",
+                    (self.agent_id, stream, up_to_seq),
+                )
+                return cur.rowcount
+
+        return self._with_space(delete)
 
     def ack_keys(self, keys: Iterable[ItemKey]) -> int:
         """Delete exactly the acknowledged items; unknown or repeated keys are ignored."""
         params = [(self.agent_id, k.stream, k.seq) for k in keys]
         if not params:
             return 0
-        with self._write() as conn:
-            deleted = 0
-            for p in params:
-                deleted += conn.execute(
-                    "DELETE FROM items WHERE agent_id = ? AND stream = ? AND seq = ?", p
-                ).rowcount
-            return deleted
+
+        def delete() -> int:
+            with self._write() as conn:
+                deleted = 0
+                for p in params:
+                    deleted += conn.execute(
+                        "DELETE FROM items WHERE agent_id = ? AND stream = ? AND seq = ?", p
+                    ).rowcount
+                return deleted
+
+        return self._with_space(delete)
+
+    # ------------------------------------------------------------- disk space
+
+    @property
+    def _reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _ensure_reserve(self) -> None:
+        """Create the ballast file if it is missing (best effort: no space, no ballast)."""
+        path = self._reserve_path
+        if path.exists():
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(b"\0" * RESERVE_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def _with_space(self, work: Callable[[], _T]) -> _T:
+        """Run a deleting transaction; on a full disk give the ballast back and retry.
+
+        Deleting frees space inside the file only after a checkpoint, but needs WAL
+        space first: without the ballast a full disk would keep acknowledged items
+        stuck and the sender resending them.
+        """
+        try:
+            result = work()
+        except sqlite3.OperationalError as exc:
+            full = (getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+                    or "full" in str(exc).lower())
+            if not full or not self._reserve_path.exists():
+                raise
+            log.warning("disk full while deleting acknowledged items; using the reserve")
+            self._reserve_path.unlink(missing_ok=True)
+            result = work()
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._ensure_reserve()
+        return result
 
     def raise_seq_floor(self, stream: str, seq: int) -> None:
         """Make the next seq of ``stream`` greater than ``seq``.
