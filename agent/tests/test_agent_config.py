@@ -257,3 +257,19 @@ def test_secret_file_must_exist(tmp_path):
         load_config(write(tmp_path, text))
     assert "cannot read secret file" in str(err.value)
     assert os.fspath(tmp_path / "none") in str(err.value)
+
+
+def test_delivery_settings_are_parsed_and_bounded(tmp_path):
+    """[transports] batch_items / batch_kb / backoff_cap_s (passed to the Sender by run)."""
+    from fleetroom_agent.runtime.config import ConfigError, parse_config
+
+    creds = '[[credentials]]\nname = "public"\nversion = "2c"\ncommunity = "public"\n'
+    cfg = parse_config("[transports]\nbatch_items = 50\nbatch_kb = 64\nbackoff_cap_s = 5\n"
+                       + creds, tmp_path / "agent.toml")
+    assert cfg.file.transports.batch_items == 50
+    assert cfg.file.transports.batch_kb == 64
+    assert cfg.file.transports.backoff_cap_s == 5
+    with pytest.raises(ConfigError, match="batch_items"):
+        parse_config("[transports]\nbatch_items = 0\n" + creds, tmp_path / "agent.toml")
+    with pytest.raises(ConfigError, match="backoff_cap_s"):
+        parse_config("[transports]\nbackoff_cap_s = 0.1\n" + creds, tmp_path / "agent.toml")

@@ -36,6 +36,7 @@ from fleetroom_protocol import Reading
 from fleetroom_protocol.envelope import EnvelopeError, split
 from fleetroom_protocol.messages import AgentState, Reply, Schedule
 
+from ..backoff import Backoff
 from ..discovery.targets import parse_single_target
 from ..outbox import Outbox, OutboxError, OutboxStats
 from ..snmp.client import SnmpClient
@@ -584,7 +585,10 @@ async def run_agent(config: AgentConfig, data_dir: Path) -> int:
 
         def make_sender(outbox: Outbox, state: Callable[[], AgentState],
                         on_reply: Callable[[Reply], Awaitable[None]]) -> SenderLike:
-            return Sender(identity, outbox, transports, state, on_reply, counter=counter)
+            delivery = config.file.transports
+            return Sender(identity, outbox, transports, state, on_reply, counter=counter,
+                          max_items=delivery.batch_items, max_bytes=delivery.batch_kb * 1024,
+                          backoff=Backoff(cap_s=delivery.backoff_cap_s))
 
         try:
             runtime = Runtime(config, data_dir, identity.agent_id,

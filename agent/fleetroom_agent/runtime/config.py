@@ -165,6 +165,13 @@ class TransportsConfig(_Strict):
     ``[transports.email]``)."""
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     email: EmailConfig | None = None
+    batch_items: int = Field(default=500, ge=1, le=5000)
+    """Items per envelope (the protocol allows 5,000)."""
+    batch_kb: int = Field(default=1000, ge=16, le=16 * 1024)
+    """Payload kilobytes per envelope (a single larger item still goes alone)."""
+    backoff_cap_s: float = Field(default=300.0, ge=1, le=3600)
+    """Longest pause between attempts while the server is unreachable (full jitter
+    below it; a server's Retry-After always wins)."""
 
     @field_validator("order")
     @classmethod
