@@ -12,6 +12,12 @@ pending):
 * ``results`` — the outcome of one of **this agent's** commands (a result naming
   another agent's command is a problem, not a write).
 
+The same agent's other waiting batches (up to :data:`GROUP_ITEMS` items) are filed
+in the same run, their readings in one ``ingest_readings`` call: after an outage an
+agent delivers hundreds of batches faster than they can be normalised, and each
+run has fixed costs.  One run per agent at a time in a worker process; a batch
+that failed once is retried on its own.
+
 Idempotent, so a crash anywhere re-runs safely: readings are keyed by
 (device, taken_at) in the fleet app (a second run finds duplicates), a gap is
 keyed by its item, a result is recorded once, and item states are set last.  A
@@ -21,9 +27,13 @@ marked as problems; its raw envelope stays for :func:`do_reprocess_batch`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -33,7 +43,7 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 from fleetroom_protocol import SCHEMA_V1, Reading
-from fleetroom_protocol.envelope import body_model, split
+from fleetroom_protocol.envelope import Sealed, body_bytes, body_model, split
 from fleetroom_protocol.messages import (
     STREAM_ALERTS,
     STREAM_GAPS,
@@ -64,6 +74,10 @@ from .models import (
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 5
+GROUP_ITEMS: Final = 2000
+"""Items one normalisation run files at most (several batches of one agent)."""
+GROUP_BATCHES: Final = 40
+"""Batches one run takes at most (many small ones: a trickle of alerts)."""
 MAX_ERROR: Final = 480
 MAX_RESULT_BYTES: Final = 1 << 20
 RESULT_STATUS: Final = {"done": CommandStatus.DONE, "failed": CommandStatus.FAILED,
@@ -96,6 +110,8 @@ class ProcessReport:
     results: int = 0
     problems: dict[int, str] = field(default_factory=dict)
     """ReceivedItem id → reason."""
+    batches: int = 1
+    """Batches filed in this run (the agent's waiting ones go together)."""
 
 
 def _short(text: str) -> str:
@@ -126,16 +142,65 @@ def parse_reading(payload: Any) -> Reading:
         raise ValueError(_validation_message("invalid reading", exc)) from None
 
 
-def batch_body(batch: ReceivedBatch) -> BatchBody:
-    """The batch body, read back from the stored envelope (already verified on receipt;
-    a later re-enrollment changes the key, so it is not verified again)."""
+def _stored(batch: ReceivedBatch) -> Sealed:
+    """The stored envelope, split (``ValueError`` when the stored bytes are damaged)."""
     cfg = config()
     raw = bytes(batch.envelope)
     if batch.envelope_zlib:
         inflater = zlib.decompressobj()
         raw = inflater.decompress(raw, cfg.max_envelope_bytes + 1)
-    sealed = split(raw, max_bytes=max(cfg.max_envelope_bytes, len(raw)))
-    return body_model(sealed, BatchBody, max_bytes=cfg.max_body_bytes)
+    return split(raw, max_bytes=max(cfg.max_envelope_bytes, len(raw)))
+
+
+def batch_body(batch: ReceivedBatch) -> BatchBody:
+    """The batch body, read back from the stored envelope (already verified on receipt;
+    a later re-enrollment changes the key, so it is not verified again)."""
+    return body_model(_stored(batch), BatchBody, max_bytes=config().max_body_bytes)
+
+
+class _ReadingItem(BaseModel):
+    """A batch item whose payload is parsed as a reading in the same pass."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    store: str
+    stream: Literal["readings", "alerts"]
+    seq: int
+    payload: Reading
+
+
+class _ReadingsBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[_ReadingItem]
+
+
+Entry = tuple[str, str, int, "Reading | WireItem"]
+"""(store, stream, seq, the reading — or the raw item for anything else)."""
+
+
+def _entries(batch: ReceivedBatch) -> list[Entry]:
+    """The items of a stored body, readings parsed.
+
+    Fast path: when every item is a reading (the usual batch) the body is validated
+    in one pass straight into :class:`Reading` models — measured, under half the
+    time of parsing it into dicts first and validating each payload afterwards, and
+    the readings are what is needed.  Any other content (another stream, one invalid
+    reading, a payload without ``schema``) takes the general path, where each item
+    is checked on its own and an invalid one becomes an item problem with the
+    reason.  The two paths accept the same readings.
+    """
+    sealed = _stored(batch)
+    try:
+        fast = _ReadingsBody.model_validate_json(
+            body_bytes(sealed, max_bytes=config().max_body_bytes))
+    except PydanticValidationError:
+        pass
+    else:
+        if all("schema_" in i.payload.model_fields_set for i in fast.items):
+            return [(i.store, i.stream, i.seq, i.payload) for i in fast.items]
+    body = body_model(sealed, BatchBody, max_bytes=config().max_body_bytes)
+    return [(i.store, i.stream, i.seq, i) for i in body.items]
 
 
 def _reported_at(item: WireItem, fallback: datetime) -> datetime:
@@ -180,57 +245,64 @@ def _result(agent: Agent, item: WireItem, now: datetime) -> None:
         cmd.save(update_fields=["status", "result_detail", "result_data", "result_at"])
 
 
-def _file_items(batch: ReceivedBatch, body: BatchBody, report: ProcessReport) -> list[int]:
-    """File every pending item of ``batch``; returns the ids filed without problem."""
-    agent = batch.agent
-    rows = {(r.store, r.stream, r.seq): r
-            for r in ReceivedItem.objects.filter(batch=batch, state=ItemState.PENDING)}
+def _file_items(agent: Agent, work: list[tuple[ReceivedBatch, list[Entry]]],
+                report: ProcessReport) -> list[int]:
+    """File every pending item of the batches in ``work`` (one agent's, in order); returns
+    the ids filed without problem.  Their readings go to the fleet in one call."""
+    keys = (ReceivedItem.objects.filter(batch__in=[b for b, _ in work],
+                                        state=ItemState.PENDING)
+            .values_list("batch_id", "store", "stream", "seq", "pk"))
+    rows = {(batch_pk, store, stream, seq): pk for batch_pk, store, stream, seq, pk in keys}
     done: list[int] = []
-    readings: list[tuple[ReceivedItem, Reading]] = []
+    readings: list[tuple[int, Reading]] = []
     now = timezone.now()
-    for item in body.items:
-        row = rows.pop((item.store, item.stream, item.seq), None)
-        if row is None:
-            continue  # a repeat (filed with its first batch) or filed already
-        try:
-            if item.stream in (STREAM_READINGS, STREAM_ALERTS):
-                readings.append((row, parse_reading(item.payload)))
+    for batch, entries in work:
+        for store, stream, seq, content in entries:
+            pk = rows.pop((batch.pk, store, stream, seq), None)
+            if pk is None:
+                continue  # a repeat (filed with its first batch) or filed already
+            try:
+                if isinstance(content, Reading):
+                    readings.append((pk, content))
+                    continue
+                if stream in (STREAM_READINGS, STREAM_ALERTS):
+                    readings.append((pk, parse_reading(content.payload)))
+                    continue
+                if stream == STREAM_GAPS:
+                    _gap(agent, ReceivedItem.objects.get(pk=pk), content)
+                    report.gaps += 1
+                elif stream == STREAM_RESULTS:
+                    _result(agent, content, now)
+                    report.results += 1
+                else:
+                    raise ValueError("unknown stream")
+            except ValueError as exc:
+                report.problems[pk] = _short(str(exc))
                 continue
-            if item.stream == STREAM_GAPS:
-                _gap(agent, row, item)
-                report.gaps += 1
-            elif item.stream == STREAM_RESULTS:
-                _result(agent, item, now)
-                report.results += 1
-            else:
-                raise ValueError("unknown stream")
-        except ValueError as exc:
-            report.problems[row.pk] = _short(str(exc))
-            continue
-        done.append(row.pk)
-    for row in rows.values():  # a key without a body item cannot happen; never leave it hanging
-        report.problems[row.pk] = "item missing from the stored batch"
+            done.append(pk)
+    for pk in rows.values():  # a key without a body item cannot happen; never leave it hanging
+        report.problems[pk] = "item missing from the stored batch"
     if readings:
         try:
             summary = ingest_readings([r for _, r in readings], tenant=agent.tenant,
                                       agent_id=agent.pk)
         except IngestError as exc:
-            for row, _r in readings:
-                report.problems[row.pk] = _short(str(exc))
+            for pk, _r in readings:
+                report.problems[pk] = _short(str(exc))
         else:
             report.readings_stored += summary.stored
             report.readings_duplicate += summary.duplicates
             rejected = dict(summary.problems)
-            for position, (row, _r) in enumerate(readings):
+            for position, (pk, _r) in enumerate(readings):
                 if position in rejected:
-                    report.problems[row.pk] = _short(rejected[position])
+                    report.problems[pk] = _short(rejected[position])
                 else:
-                    done.append(row.pk)
+                    done.append(pk)
     return done
 
 
-def _finish(batch: ReceivedBatch, done: list[int], problems: dict[int, str],
-            error: str = "") -> None:
+def _finish(batches: dict[int, str], done: list[int], problems: dict[int, str]) -> None:
+    """Item states, then the batches (id → error) marked processed: one transaction."""
     with transaction.atomic():
         for start in range(0, len(done), 500):
             ReceivedItem.objects.filter(pk__in=done[start:start + 500]).update(
@@ -242,56 +314,148 @@ def _finish(batch: ReceivedBatch, done: list[int], problems: dict[int, str],
             for start in range(0, len(pks), 500):
                 ReceivedItem.objects.filter(pk__in=pks[start:start + 500]).update(
                     state=ItemState.PROBLEM, error=message)
-        ReceivedBatch.objects.filter(pk=batch.pk).update(processed_at=timezone.now(),
-                                                         error=error)
+        now = timezone.now()
+        by_batch_error: dict[str, list[int]] = {}
+        for pk, error in batches.items():
+            by_batch_error.setdefault(error, []).append(pk)
+        for error, pks in by_batch_error.items():
+            ReceivedBatch.objects.filter(pk__in=pks).update(processed_at=now, error=error)
 
 
-def do_process_batch(batch_id: int) -> ProcessReport | None:
-    """Normalise one batch (``None`` when it is gone or done already).  Safe to run
-    again after a crash, and concurrently with itself."""
-    batch = (ReceivedBatch.objects.select_related("agent__tenant")
-             .filter(pk=batch_id, processed_at__isnull=True).first())
-    if batch is None:
-        return None
-    ReceivedBatch.objects.filter(pk=batch.pk).update(attempts=F("attempts") + 1)
-    attempts = batch.attempts + 1
-    report = ProcessReport()
+def _give_up(batch: ReceivedBatch, message: str, report: ProcessReport) -> None:
+    pending = list(ReceivedItem.objects.filter(batch=batch, state=ItemState.PENDING)
+                   .values_list("pk", flat=True))
+    problems = dict.fromkeys(pending, message)
+    report.problems.update(problems)
+    _finish({batch.pk: message}, [], problems)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection during one normalisation run.
+
+    Parsing a 500-reading batch makes a few hundred thousand objects that all stay
+    alive until the group is filed; the collector, run every 700 allocations, keeps
+    walking them for nothing (refcounting frees them; they hold no cycles).
+    Measured: half of the parsing time, and a full collection over the parsed
+    readings between every two fleet-ingest chunks.  Bounded by one group (the
+    readings are freed when the run returns, before the collector is back on);
+    switched back on only if it was on (the rule of the fleet ingest's own pause,
+    which leaves it off inside this one).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        try:
-            body = batch_body(batch)
-        except ValueError as exc:  # EnvelopeError or zlib: the stored bytes are damaged
-            pending = list(ReceivedItem.objects.filter(batch=batch, state=ItemState.PENDING)
-                           .values_list("pk", flat=True))
-            message = _short(f"stored batch unreadable: {exc}")
-            report.problems = dict.fromkeys(pending, message)
-            _finish(batch, [], report.problems, message)
-            return report
-        done = _file_items(batch, body, report)
-        _finish(batch, done, report.problems)
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_locks_guard = threading.Lock()
+_agent_locks: dict[int, threading.Lock] = {}
+
+
+@contextmanager
+def _agent_turn(agent_pk: int) -> Iterator[None]:
+    """One normalisation run per agent at a time in this process.
+
+    The worker's threads would otherwise file the same group of batches twice over
+    (harmless, normalisation is idempotent, but twice the work and, on SQLite, a
+    fight for the write lock); the second one waits and then finds its batch done.
+    Other processes are not held up — correctness never depends on this lock.
+    """
+    with _locks_guard:
+        lock = _agent_locks.setdefault(agent_pk, threading.Lock())
+    with lock:
+        yield
+
+
+def _group(batch: ReceivedBatch, *, alone: bool) -> list[ReceivedBatch]:
+    """``batch`` and the agent's other waiting batches, oldest first, up to
+    :data:`GROUP_ITEMS` new items and :data:`GROUP_BATCHES` batches in all.
+
+    A drain after an outage brings hundreds of 500-item batches; normalised one by
+    one, every batch pays the fixed costs of a fleet ingest run (device lookups,
+    previous counters, a commit) for the same devices again.  Batches that failed
+    before (``attempts`` > 0) are never grouped: each is retried on its own, so one
+    bad batch cannot hold up the others.
+    """
+    if alone or batch.attempts > 0:
+        return [batch]
+    group = [batch]
+    total = batch.new_items
+    others = (ReceivedBatch.objects.select_related("agent__tenant")
+              .filter(agent_id=batch.agent_id, processed_at__isnull=True, attempts=0)
+              .exclude(pk=batch.pk).order_by("pk")[:GROUP_BATCHES - 1])
+    for other in others:
+        if total + other.new_items > GROUP_ITEMS:
+            break
+        group.append(other)
+        total += other.new_items
+    return sorted(group, key=lambda b: b.pk)
+
+
+def do_process_batch(batch_id: int, *, alone: bool = False) -> ProcessReport | None:
+    """Normalise one batch, with the same agent's other waiting batches unless ``alone``
+    (see :func:`_group`); ``None`` when it is gone or done already.  Safe to run
+    again after a crash, and concurrently with itself."""
+    agent_pk = (ReceivedBatch.objects.filter(pk=batch_id, processed_at__isnull=True)
+                .values_list("agent_id", flat=True).first())
+    if agent_pk is None:
+        return None
+    with _agent_turn(agent_pk):
+        batch = (ReceivedBatch.objects.select_related("agent__tenant")
+                 .filter(pk=batch_id, processed_at__isnull=True).first())
+        if batch is None:
+            return None  # filed meanwhile, with another batch's group
+        group = _group(batch, alone=alone)
+        ReceivedBatch.objects.filter(pk__in=[b.pk for b in group]).update(
+            attempts=F("attempts") + 1)
+        with _gc_paused():
+            return _process(batch, group)
+
+
+def _process(batch: ReceivedBatch, group: list[ReceivedBatch]) -> ProcessReport:
+    attempts = batch.attempts + 1
+    report = ProcessReport(batches=len(group))
+    try:
+        work: list[tuple[ReceivedBatch, list[Entry]]] = []
+        errors: dict[int, str] = {}
+        for member in group:
+            try:
+                work.append((member, _entries(member)))
+            except ValueError as exc:  # EnvelopeError or zlib: the stored bytes are damaged
+                errors[member.pk] = _short(f"stored batch unreadable: {exc}")
+        for pk, message in errors.items():
+            pending = ReceivedItem.objects.filter(batch_id=pk, state=ItemState.PENDING)
+            report.problems.update(dict.fromkeys(pending.values_list("pk", flat=True),
+                                                 message))
+        done = _file_items(batch.agent, work, report) if work else []
+        _finish({b.pk: errors.get(b.pk, "") for b in group}, done, report.problems)
     except Exception as exc:
-        if attempts < MAX_ATTEMPTS:
-            raise  # the task is retried; the sweep catches what the queue lost
+        if attempts < MAX_ATTEMPTS or len(group) > 1:
+            raise  # the task is retried (alone); the sweep catches what the queue lost
         log.exception("giving up on batch %s after %d attempts", batch.pk, attempts)
-        pending = list(ReceivedItem.objects.filter(batch=batch, state=ItemState.PENDING)
-                       .values_list("pk", flat=True))
-        message = _short(f"processing failed {attempts} times: {type(exc).__name__}")
-        report.problems = dict.fromkeys(pending, message)
-        _finish(batch, [], report.problems, message)
+        report = ProcessReport()
+        _give_up(batch, _short(f"processing failed {attempts} times: {type(exc).__name__}"),
+                 report)
     return report
 
 
 def do_process_pending(*, older_than: timedelta = timedelta(seconds=60),
                        limit: int = 200) -> int:
     """Process batches whose queued task was lost (crash between commit and enqueue,
-    a restarted worker); returns how many were processed."""
+    a restarted worker); returns how many batches were processed."""
     cutoff = timezone.now() - older_than
     ids = list(ReceivedBatch.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
                .order_by("received_at").values_list("pk", flat=True)[:limit])
     count = 0
     for pk in ids:
         try:
-            if do_process_batch(pk) is not None:
-                count += 1
+            report = do_process_batch(pk)
+            if report is not None:
+                count += report.batches
         except Exception:
             log.exception("batch %s failed; it will be tried again", pk)
     return count
@@ -307,7 +471,7 @@ def do_reprocess_batch(batch: ReceivedBatch, *, acting_user: Any,
             error="unknown stream").update(state=ItemState.PENDING, error="")
         ReceivedBatch.objects.filter(pk=batch.pk).update(processed_at=None, attempts=0,
                                                          error="")
-    return do_process_batch(batch.pk)
+    return do_process_batch(batch.pk, alone=True)  # the report is about this batch only
 
 
 def do_prune_received(*, now: datetime | None = None, chunk: int = 1000,

@@ -438,18 +438,42 @@ def _store_batch(agent: Agent, header: Header, data: bytes, items: list[WireItem
         envelope=stored, envelope_zlib=compressed, size_bytes=len(data),
         item_count=len(items), new_items=0, transport=transport, source=source)
     unique = {(i.store, i.stream, i.seq): i for i in reversed(items)}  # first one wins
-    rows = [ReceivedItem(agent=agent, store=i.store, stream=i.stream, seq=i.seq, batch=batch,
-                         priority=i.priority, received_at=now,
-                         state=ItemState.PENDING if i.stream in STREAMS else ItemState.PROBLEM,
-                         error="" if i.stream in STREAMS else "unknown stream")
-            for i in unique.values()]
-    ReceivedItem.objects.bulk_create(rows, batch_size=INSERT_CHUNK, ignore_conflicts=True)
+    _insert_item_keys(agent.pk, batch.pk, unique.values(), now)
     new = ReceivedItem.objects.filter(batch=batch).count()
     pending = new and ReceivedItem.objects.filter(batch=batch,
                                                   state=ItemState.PENDING).exists()
     ReceivedBatch.objects.filter(pk=batch.pk).update(
         new_items=new, processed_at=None if pending else now)
     return batch.pk if pending else None
+
+
+def _insert_item_keys(agent_pk: int, batch_pk: int, items: Iterable[WireItem],
+                      now: datetime) -> None:
+    """One ``INSERT … ON CONFLICT DO NOTHING`` per item, sent as one ``executemany``.
+
+    Why not ``bulk_create(ignore_conflicts=True)``: it compiles every value of every
+    row through the ORM, and on SQLite in chunks of a few dozen rows (the variable
+    limit) — profiled, that was 60 % of the receiving time for a 500-item batch.
+    The unique key (agent, store, stream, seq) still decides what is new; the
+    caller counts the rows that point at its batch.
+    """
+    meta = ReceivedItem._meta
+    conn = transaction.get_connection()
+    names = ("agent", "store", "stream", "seq", "batch", "priority", "received_at", "state",
+             "error")
+    # Names from the model, quoted; every value is a parameter.
+    column = {f.name: f.column for f in meta.concrete_fields}
+    columns = ", ".join(conn.ops.quote_name(column[n]) for n in names)
+    table, marks = conn.ops.quote_name(meta.db_table), ", ".join(["%s"] * len(names))
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+    received_at = meta.get_field("received_at").get_db_prep_value(now, conn)
+    rows = [(agent_pk, i.store, i.stream, i.seq, batch_pk, i.priority, received_at,
+             str(ItemState.PENDING.value) if i.stream in STREAMS
+             else str(ItemState.PROBLEM.value),
+             "" if i.stream in STREAMS else "unknown stream") for i in items]
+    with conn.cursor() as cur:
+        for start in range(0, len(rows), INSERT_CHUNK):
+            cur.executemany(sql, rows[start:start + INSERT_CHUNK])
 
 
 __all__ = ["Outcome", "ack_ranges", "push_commands", "receive_envelope",
