@@ -145,6 +145,30 @@ def test_payload_keeps_the_reading_exactly(tree):
     assert len(bytes(row.payload)) < len(reading.to_json()) / 2  # compressed
 
 
+def test_payloads_of_many_batches_are_each_readings_own(tree):
+    # From the second batch on, payloads are encoded a batch ahead in a worker thread.
+    base = agent_reading("demo-ricoh-imc3000")
+    items = [later(base, i) for i in range(5)] + [agent_reading("alerts")]
+    stored: dict[int, int] = {}
+    summary = ingest_readings(items, tenant=tree["s1"], batch_size=2,
+                              on_result=lambda pos, res: stored.__setitem__(pos, res.reading_id))
+    assert summary.stored == 6
+    for position, reading_id in stored.items():
+        row = Reading.objects.get(pk=reading_id)
+        assert selectors.decode_payload(row.payload) == items[position]
+
+
+def test_new_device_row_has_the_model_defaults(tree):
+    before = timezone.now()
+    result = ingest_reading(agent_reading("demo-kyocera-m3145"), tenant=tree["s1"])
+    device = Device.objects.get(pk=result.device_id)
+    reading = Reading.objects.get(pk=result.reading_id)
+    assert device.first_seen == device.last_seen == reading.taken_at
+    assert before <= device.created_at <= timezone.now()
+    assert (device.asset_number, device.cost_centre, device.location) == ("", "", None)
+    assert device.identity_key.startswith("serial/")
+
+
 # --- idempotency -------------------------------------------------------------------
 
 
@@ -322,6 +346,49 @@ def test_counter32_wrap_is_usage_and_an_event(tree):
     ev = DeviceEvent.objects.get(kind="counter_wrapped")
     assert ev.details == {"counter": "total", "old_value": b, "new_value": a,
                           "delta": a + 2**32 - b, "width": 32}
+
+
+def test_deltas_across_batches_follow_each_devices_last_reading(tree):
+    # A batch takes the previous counters from what an earlier batch of the same call
+    # wrote, unless the device has moved on since: then from the database.
+    base = agent_reading("demo-kyocera-m3145")
+
+    def at_total(minutes, total):
+        r = later(base, minutes)
+        r.counters = [Counter(name="total", value=total, unit="impressions", source="test",
+                              width=32)]
+        return r
+
+    def concurrent_writer(position, result):
+        if position == 1:  # another upload of the same device lands between batches
+            ingest_reading(at_total(25, 1_300), tenant=tree["s1"])
+
+    items = [at_total(10, 1_000), at_total(20, 1_100), at_total(30, 1_450),
+             at_total(40, 1_500)]
+    ids: dict[int, int] = {}
+
+    def on_result(position, result):
+        ids[position] = result.reading_id
+        concurrent_writer(position, result)
+
+    summary = ingest_readings(items, tenant=tree["s1"], batch_size=1, on_result=on_result)
+    assert summary.stored == 4
+    deltas = [CounterValue.objects.get(reading_id=ids[i]).delta for i in range(4)]
+    assert deltas == [None, 100, 150, 50]  # 1,450 follows the concurrent 1,300
+
+
+def test_counters_remembered_across_batches_are_bounded(monkeypatch):
+    from fleetroom.fleet.services import _WrittenCounters
+
+    monkeypatch.setattr(_WrittenCounters, "LIMIT", 2)
+    t = timezone.now()
+    known = _WrittenCounters()
+    known.update({1: (10, t, {"total": (5, "impressions", 32)}), 2: (20, t, {})})
+    known.update({1: (11, t, {}), 3: (30, t, {})})  # device 1 again: 2 is the oldest
+    assert sorted(known.by_device) == [1, 3]
+    assert known.get(1, 10, t) is None  # no longer its last reading
+    assert known.get(1, 11, t) == {}
+    assert known.get(3, 30, t + timedelta(seconds=1)) is None  # another reading's time
 
 
 def test_counter_reset_is_no_usage_and_an_event(tree):

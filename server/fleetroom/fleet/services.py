@@ -24,18 +24,23 @@ rewrite the usage already attributed (its counters get ``delta=None``; the
 following reading's delta already covers the span).
 
 **Throughput.**  Work is done per chunk of readings (``batch_size``, default 500)
-in one transaction: one query each for the chunk's devices (locked, in id order),
-duplicates, previous counter values and open alerts; Python builds plain rows; the
-chunk's new devices go in with one ``bulk_create``; reading headers with one
-multi-row ``INSERT … RETURNING`` (ids mapped back by the idempotency key, since
-SQLite does not promise RETURNING order); counter values and supply levels with
-one ``executemany`` INSERT per table; devices with one ``executemany`` UPDATE per
-set of changed columns (usually just ``last_seen`` and ``last_reading``).  That is
-standard SQL through Django's connection, portable to both databases (rule 9), and
-skips building a model instance per row, which is most of the cost of
-``bulk_create`` at 100k rows.  Anything rare (events, alert changes, status
-changes, audit rows) uses the ORM.  ``bench/server_ingest.py`` measures it against
-the database drivers' own ``executemany`` of the same rows.
+in one transaction: one query each for the chunk's devices (locked, in id order,
+read as plain rows), duplicates, previous counter values and open alerts; Python
+builds plain rows; the chunk's new devices and the reading headers go in with
+multi-row ``INSERT … RETURNING`` (ids mapped back by identity key and idempotency
+key, since SQLite does not promise RETURNING order); counter values and supply
+levels with one ``executemany`` INSERT per table; devices with one ``executemany``
+UPDATE per set of changed columns (usually just ``last_seen`` and
+``last_reading``).  That is standard SQL through Django's connection, portable to
+both databases (rule 9), and skips building a model instance per row, which is
+most of the cost of ``bulk_create`` at 100k rows.  Anything rare (events, alert
+changes, status changes, audit rows) uses the ORM.  Across the chunks of one
+:func:`ingest_readings` call, the payloads of the next chunk are encoded in a
+worker thread while this chunk commits, and the previous counters of a device
+whose last reading an earlier chunk wrote are taken from what it wrote instead
+of being read back (see :class:`_PayloadWorker`, :class:`_WrittenCounters`).
+``bench/server_ingest.py`` measures it against the database drivers' own
+``executemany`` of the same rows.
 
 **Concurrency.**  Two workers can race on a new device or the same reading.  The
 unique constraints decide; the loser's chunk rolls back and is retried once, when
@@ -54,11 +59,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import gc
+import itertools
 import operator
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
@@ -205,17 +213,33 @@ def ingest_readings(readings: Iterable[Reading], *, tenant: Tenant,
     reading (no identity, values the database cannot hold) is reported in
     ``problems`` with its position and never stops the others.  ``on_result``
     receives ``(position, result)`` for every input, e.g. to map positions back to
-    line numbers.
+    line numbers.  ``readings`` is read one batch ahead of the batch being stored.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     summary = IngestSummary()
     iterator = enumerate(readings)
-    while chunk := list(islice(iterator, batch_size)):
-        for position, result in _ingest_chunk(chunk, tenant, agent_id, acting_user):
-            summary.add(position, result)
-            if on_result is not None:
-                on_result(position, result)
+    chunk = list(islice(iterator, batch_size))
+    payloads: _Payloads | None = None
+    written = _WrittenCounters()
+    with _PayloadWorker() as worker:
+        while chunk:
+            # One chunk ahead, so that its payloads can be encoded while this one commits.
+            following = list(islice(iterator, batch_size))
+            ahead = worker.ahead(following) if following else None
+            stored = 0
+            for position, result in _ingest_chunk(chunk, tenant, agent_id, acting_user,
+                                                  payloads=payloads, before_commit=ahead,
+                                                  written=written):
+                stored += result.outcome == "stored"
+                summary.add(position, result)
+                if on_result is not None:
+                    on_result(position, result)
+            payloads = worker.taken()
+            # Encoding ahead is a guess that the readings are new; a re-sent batch is
+            # all duplicates, whose payloads would be thrown away.
+            worker.enabled = 2 * stored >= len(chunk)
+            chunk = following
     return summary
 
 
@@ -288,12 +312,20 @@ def storage_problems(reading: Reading, *, now: datetime | None = None) -> list[s
     without a time zone or far in the future, and names and codes longer than
     their columns (truncating them could merge two different things).
     """
-    now = now or timezone.now()
+    return _storage_problems(reading, _latest_taken(now or timezone.now()))
+
+
+def _latest_taken(now: datetime) -> datetime:
+    """The newest ``taken_at`` accepted at ``now`` (the configured clock skew later)."""
+    return now + timedelta(seconds=conf.max_future_skew_seconds())
+
+
+def _storage_problems(reading: Reading, latest: datetime) -> list[str]:
     out: list[str] = []
     taken = reading.taken_at
     if taken.tzinfo is None or taken.utcoffset() is None:
         out.append("taken_at: has no time zone (expected e.g. 2026-01-31T12:00:00Z)")
-    elif taken > now + timedelta(seconds=conf.max_future_skew_seconds()):
+    elif taken > latest:
         out.append(f"taken_at: {taken.isoformat()} is in the future (agent clock wrong?)")
     if reading.duration_ms > INT64_MAX:
         out.append("duration_ms: out of range")
@@ -408,13 +440,33 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@functools.lru_cache(maxsize=1024)
+def _model_key_of(manufacturer: str | None, model: str | None) -> tuple[str, str] | None:
+    """(manufacturer key, model name key) of a model as reported, ``None`` when either
+    is unknown.  Cached: a fleet has few models, each reported in every reading."""
+    m_key = manufacturer_key(manufacturer)
+    name = (model or "").strip()
+    if not m_key or not name:
+        return None
+    return m_key, " ".join(name.upper().split())
+
+
 def _ingest_chunk(items: Sequence[tuple[int, Reading]], tenant: Tenant, agent_id: int | None,
-                  acting_user: Any) -> list[tuple[int, IngestResult]]:
+                  acting_user: Any, *, payloads: _Payloads | None = None,
+                  before_commit: Callable[[], None] | None = None,
+                  written: _WrittenCounters | None = None,
+                  ) -> list[tuple[int, IngestResult]]:
     _check_tenant(tenant, acting_user)
     for attempt in (1, 2):
         try:
             with _gc_paused(), transaction.atomic():
-                return _Chunk(tenant, agent_id, acting_user, items).run()
+                chunk = _Chunk(tenant, agent_id, acting_user, items, payloads, written)
+                results = chunk.run()
+                if before_commit is not None:
+                    before_commit()
+            if written is not None:  # committed: what it wrote is what others will read
+                written.update(chunk.written)
+            return results
         except (IntegrityError, OperationalError):
             # A concurrent writer created the same device or reading first (or, on
             # PostgreSQL, a deadlock was broken).  Its rows are visible now.
@@ -423,11 +475,48 @@ def _ingest_chunk(items: Sequence[tuple[int, Reading]], tenant: Tenant, agent_id
     raise AssertionError("unreachable")
 
 
-_NewEvent = tuple[EventKind, EventDetails, "Device | None"]
+_NewEvent = tuple[EventKind, EventDetails, "_Dev | None"]
 
 
 _Prev = tuple[int, str, "int | None"]
 """A counter's previous value, unit and bit width."""
+
+_Written = tuple[int, datetime, dict[str, _Prev]]
+"""A device's last reading as a chunk wrote it: id, ``taken_at``, counters by name."""
+
+
+class _WrittenCounters:
+    """The counters of each device's last reading stored by this call, by device id.
+
+    A chunk needs every device's previous counters: the rows of its last reading,
+    which, in an import of many readings per device, an earlier chunk of the same
+    call has just written (reading them back was a tenth of SQLite ingest time).
+    Counter rows never change once written, so while the locked device row still
+    names that reading (same id, same ``last_seen``: no other writer moved the device
+    on meanwhile), these are exactly the rows the query would return; otherwise the
+    chunk reads them.  Only committed chunks add here.  Bounded: the devices seen
+    longest ago are forgotten (and read from the database if they come back).
+    """
+
+    LIMIT = 5000
+
+    def __init__(self) -> None:
+        self.by_device: dict[int, _Written] = {}
+
+    def get(self, device_id: int, reading_id: int, taken: datetime) -> dict[str, _Prev] | None:
+        """The counters of ``reading_id`` taken at ``taken``, if this call wrote them."""
+        entry = self.by_device.get(device_id)
+        if entry is None or entry[0] != reading_id or entry[1] != taken:
+            return None
+        return entry[2]
+
+    def update(self, entries: dict[int, _Written]) -> None:
+        by_device = self.by_device
+        for device_id, entry in entries.items():
+            by_device.pop(device_id, None)  # to the end: the newest are kept
+            by_device[device_id] = entry
+        for device_id in list(islice(by_device, max(0, len(by_device) - self.LIMIT))):
+            del by_device[device_id]
 
 
 @dataclass(slots=True)
@@ -443,13 +532,55 @@ class _Item:
     """:meth:`_Chunk._model_key` of the reading, computed once at acceptance."""
 
 
+@dataclass(slots=True, eq=False)
+class _Dev:
+    """A device's row as ingest reads and changes it: its id, then the
+    :data:`_DEVICE_STATE_FIELDS` (by attribute name), then ``first_seen``.
+
+    Not a :class:`~fleetroom.fleet.models.Device`: building a model instance per
+    device and chunk cost half of loading a chunk, and ``bulk_create``'s per-field
+    work for new ones as much as their INSERT.  Values are as the model instance
+    would hold them (aware UTC times, ``""`` for unknown text, the model's defaults
+    for a new device), so the rows written are the same.
+    """
+
+    pk: Any
+    """The device's id; ``None`` until a new device is inserted at flush."""
+    tenant_id: int
+    location_id: int | None
+    identity_key: str
+    identity_kind: str
+    identity_weak: bool
+    manufacturer: str
+    serial: str
+    vendor: str
+    model_id: int | None
+    device_kind: str
+    ip: str
+    mac: str
+    hostname: str
+    firmware: str
+    sys_name: str
+    sys_location: str
+    last_seen: datetime
+    last_reading_id: int | None
+    status: str
+    status_changed_at: datetime | None
+    device_status: str
+    printer_status: str
+    error_state_raw: str
+    supplies_attention: int
+    first_seen: datetime | None = None
+    """Set for new devices only (loaded ones never change it)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     """One reading on its way in.  Rows are lists whose first two cells (reading id,
     device id) are filled at flush, when both ids exist."""
 
     item: _Item
-    device: Device
+    device: _Dev
     created: bool
     reading_id: int | None = None
     header_row: list[Any] = field(default_factory=list)
@@ -464,6 +595,60 @@ class _Pending:
 def compress_payload(reading: Reading) -> bytes:
     """The reading as received, canonical wire JSON, zlib-compressed (~2.5× smaller)."""
     return zlib.compress(reading.to_json().encode("utf-8"), _PAYLOAD_LEVEL)
+
+
+_Payloads = Future[list[bytes]]
+"""The payloads of one chunk's readings, in the chunk's order."""
+
+
+def _compress_all(items: Sequence[tuple[int, Reading]]) -> list[bytes]:
+    return [compress_payload(r) for _, r in items]
+
+
+class _PayloadWorker:
+    """Encodes the next chunk's payloads in one thread while this chunk commits.
+
+    Encoding (JSON, then zlib) is a seventh of ingest's time and touches nothing but
+    the reading.  A commit leaves the interpreter free for its whole duration (the
+    database writes its log), so the thread started just before it has the
+    interpreter to itself; zlib itself also runs beside the main thread.  Whatever
+    is not done when the chunk needs it is waited for, which is never slower than
+    encoding in the main thread.  The thread is started at the first chunk that
+    has a successor, and joined when :func:`ingest_readings` returns.
+    """
+
+    def __init__(self) -> None:
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: _Payloads | None = None
+        self.enabled = True
+
+    def __enter__(self) -> _PayloadWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def ahead(self, items: Sequence[tuple[int, Reading]]) -> Callable[[], None] | None:
+        """What to call right before the current chunk commits (at most once acts)."""
+        if not self.enabled:
+            return None
+
+        def submit() -> None:
+            if self.pending is not None or not self.enabled:
+                return
+            try:
+                if self.pool is None:
+                    self.pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-payload")
+                self.pending = self.pool.submit(_compress_all, items)
+            except RuntimeError:  # no thread to be had (interpreter shutting down …)
+                self.enabled = False  # the chunks encode their own payloads
+        return submit
+
+    def taken(self) -> _Payloads | None:
+        """The payloads submitted during the chunk just done (``None`` if none)."""
+        pending, self.pending = self.pending, None
+        return pending
 
 
 def _db(model: type[models.Model]) -> Any:
@@ -520,6 +705,40 @@ def _insert_rows(model: type[models.Model], fields: Sequence[str],
         cur.executemany(sql, rows)
 
 
+def _select_in(model: type[models.Model], fields: Sequence[str], key: str,
+               values: Iterable[Any], *, also: tuple[str, Sequence[Any]] | None = None,
+               lock: bool = False) -> list[tuple[Any, ...]]:
+    """``SELECT fields WHERE key IN values [AND also[0] IN also[1]]``, as raw rows.
+
+    Values must be database-ready; rows come back as the driver gives them (see
+    :func:`_utc` for timestamps).  ``lock`` orders by primary key and locks the rows
+    (``FOR UPDATE`` where the database has it; SQLite's transaction holds the
+    database lock anyway), as ``select_for_update().order_by("pk")`` does.
+    """
+    meta = model._meta
+    conn = _db(model)
+    qn = conn.ops.quote_name
+    values = list(values)
+    if not values or (also is not None and not also[1]):
+        return []
+    cols = ", ".join(qn(meta.get_field(f).column) for f in fields)  # type: ignore[union-attr]
+    where = f"{qn(meta.get_field(key).column)} IN ({', '.join(['%s'] * len(values))})"  # type: ignore[union-attr]
+    params = values
+    if also is not None:
+        where += (f" AND {qn(meta.get_field(also[0]).column)} IN "  # type: ignore[union-attr]
+                  f"({', '.join(['%s'] * len(also[1]))})")
+        params = [*values, *also[1]]
+    # Identifiers come from the model's meta, quoted; every value is a parameter.
+    sql = f"SELECT {cols} FROM {qn(meta.db_table)} WHERE {where}"  # noqa: S608
+    if lock:
+        sql += f" ORDER BY {qn(meta.pk.column)}"
+        if conn.features.has_select_for_update:
+            sql += " FOR UPDATE"
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
 def _utc(value: datetime | str) -> datetime:
     """A timestamp as read back raw: SQLite gives naive UTC (text or parsed), PostgreSQL
     an aware value."""
@@ -531,33 +750,43 @@ def _utc(value: datetime | str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _insert_headers(rows: list[list[Any]]) -> dict[tuple[int, datetime], int]:
-    """Multi-row INSERT of reading headers, ``RETURNING id, device_id, taken_at``.
+def _insert_returning(model: type[models.Model], fields: Sequence[str],
+                      rows: Sequence[Sequence[Any]], returning: Sequence[str],
+                      ) -> list[tuple[Any, ...]]:
+    """Multi-row INSERTs ``RETURNING`` the primary key and ``returning``.
 
-    The ids are mapped back by the idempotency key rather than by row order, which
-    SQLite does not promise for RETURNING.  Values must be database-ready, in
-    :data:`_HEADER_FIELDS` order.
+    Values must be database-ready, in ``fields`` order.  The rows come back in no
+    promised order (SQLite does not promise the order of RETURNING): the caller maps
+    ids back by a unique key it asked for in ``returning``.
     """
-    out: dict[tuple[int, datetime], int] = {}
     if not rows:
-        return out
-    meta = ReadingRow._meta
-    conn = _db(ReadingRow)
+        return []
+    meta = model._meta
+    conn = _db(model)
     qn = conn.ops.quote_name
-    cols = ", ".join(qn(meta.get_field(f).column) for f in _HEADER_FIELDS)  # type: ignore[union-attr]
-    one = "(" + ", ".join(["%s"] * len(_HEADER_FIELDS)) + ")"
+    cols = ", ".join(qn(meta.get_field(f).column) for f in fields)  # type: ignore[union-attr]
+    back = ", ".join(qn(c) for c in (meta.pk.column, *(
+        meta.get_field(f).column for f in returning)))  # type: ignore[union-attr]
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     # SQLite caps parameters per statement (Django says 999); PostgreSQL allows 65535.
-    per = max(1, (conn.features.max_query_params or 6000) // len(_HEADER_FIELDS))
+    per = max(1, (conn.features.max_query_params or 6000) // len(fields))
+    out: list[tuple[Any, ...]] = []
     with _bulk_cursor(conn) as cur:
         for i in range(0, len(rows), per):
             part = rows[i:i + per]
+            # Identifiers come from the model's meta, quoted; every value is a parameter.
             sql = (f"INSERT INTO {qn(meta.db_table)} ({cols}) VALUES "  # noqa: S608
-                   f"{', '.join([one] * len(part))} RETURNING {qn('id')}, {qn('device_id')}, "
-                   f"{qn('taken_at')}")
+                   f"{', '.join([one] * len(part))} RETURNING {back}")
             cur.execute(sql, [v for row in part for v in row])
-            for pk, device_id, taken in cur.fetchall():
-                out[(device_id, _utc(taken))] = pk
+            out += cur.fetchall()
     return out
+
+
+def _insert_headers(rows: list[list[Any]]) -> dict[tuple[int, datetime], int]:
+    """Reading headers in, ids back by the idempotency key (device, taken_at).
+    Values must be database-ready, in :data:`_HEADER_FIELDS` order."""
+    return {(device_id, _utc(taken)): pk for pk, device_id, taken in _insert_returning(
+        ReadingRow, _HEADER_FIELDS, rows, ("device", "taken_at"))}
 
 
 def _json_db(model: type[models.Model], name: str, conn: Any, value: Any) -> Any:
@@ -566,7 +795,8 @@ def _json_db(model: type[models.Model], name: str, conn: Any, value: Any) -> Any
     return model._meta.get_field(name).get_db_prep_save(value, conn)  # type: ignore[union-attr]
 
 
-def _preparer(f: models.Field[Any, Any], conn: Any) -> Callable[[Any], Any]:
+def _preparer(f: models.Field[Any, Any], conn: Any,
+              adapted: Mapping[datetime, Any] | None = None) -> Callable[[Any], Any]:
     """How one column's value is made database-ready for an UPDATE.
 
     ``get_db_prep_save`` runs ``to_python``/``get_prep_value`` checks per value;
@@ -574,15 +804,18 @@ def _preparer(f: models.Field[Any, Any], conn: Any) -> Callable[[Any], Any]:
     ``last_reading``) that was a third of the UPDATE's time.  Aware datetimes go
     straight to the backend's adapter (what ``DateTimeField`` ends with), integer
     keys and ``None`` pass through (what ``ForeignKey`` to an integer key sends);
-    anything else takes the field's own path.
+    anything else takes the field's own path.  ``adapted`` holds aware datetimes
+    the caller already had the adapter prepare (ingest: the readings' times).
     """
     generic = functools.partial(f.get_db_prep_save, connection=conn)
     if isinstance(f, models.DateTimeField):
         adapt = conn.ops.adapt_datetimefield_value
+        known = adapted or {}
 
         def prep_datetime(v: Any) -> Any:
             if isinstance(v, datetime) and v.tzinfo is not None:
-                return adapt(v)
+                done = known.get(v)
+                return adapt(v) if done is None else done
             return generic(v)
         return prep_datetime
     if isinstance(f, models.ForeignKey) and isinstance(f.target_field, models.IntegerField):
@@ -593,9 +826,12 @@ def _preparer(f: models.Field[Any, Any], conn: Any) -> Callable[[Any], Any]:
     return generic
 
 
-def _update_rows(model: type[models.Model], fields: Sequence[str],
-                 objs: Iterable[models.Model]) -> None:
-    """One ``executemany`` UPDATE … WHERE pk, values prepared by each field."""
+def _update_rows(model: type[models.Model], fields: Sequence[str], objs: Iterable[Any],
+                 adapted: Mapping[datetime, Any] | None = None) -> None:
+    """One ``executemany`` UPDATE … WHERE pk, values prepared by each field.
+
+    ``objs`` are model instances or anything with the fields' attribute names and
+    ``pk``; ``adapted`` as for :func:`_preparer`."""
     objs = list(objs)
     if not objs:
         return
@@ -606,10 +842,10 @@ def _update_rows(model: type[models.Model], fields: Sequence[str],
     sets = ", ".join(f"{qn(f.column)} = %s" for f in fobjs)  # type: ignore[union-attr]
     pk_col = qn(meta.pk.column)
     sql = f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {pk_col} = %s"  # noqa: S608
-    preps = [_preparer(f, conn) for f in fobjs]  # type: ignore[arg-type]
+    preps = [_preparer(f, conn, adapted) for f in fobjs]  # type: ignore[arg-type]
     get = operator.attrgetter(*(f.attname for f in fobjs), "pk")  # type: ignore[union-attr]
-    rows = [(*(prep(v) for prep, v in zip(preps, values, strict=False)), values[-1])
-            for values in map(get, objs)]
+    # Each value through its column's preparer (map stops before the trailing pk).
+    rows = [(*map(operator.call, preps, values), values[-1]) for values in map(get, objs)]
     with _bulk_cursor(conn) as cur:
         cur.executemany(sql, rows)
 
@@ -632,9 +868,58 @@ _SUPPLY_FIELDS = ("reading", "device", "tenant", "taken_at", "supply_index", "su
 _SAMPLE_FIELDS = ("device", "tenant", "taken_at", "status", "device_status", "printer_status",
                   "error_state_raw", "error_flags")
 _EVENT_FIELDS = ("device", "tenant", "kind", "occurred_at", "reading", "details")
-_device_state: Callable[[Device], tuple[Any, ...]] = operator.attrgetter(*(
-    Device._meta.get_field(f).attname for f in _DEVICE_STATE_FIELDS))  # type: ignore[union-attr]
+_DEVICE_STATE_ATTS = tuple(Device._meta.get_field(f).attname  # type: ignore[union-attr]
+                           for f in _DEVICE_STATE_FIELDS)
+_device_state: Callable[[_Dev], tuple[Any, ...]] = operator.attrgetter(*_DEVICE_STATE_ATTS)
 """The values of the columns ingest may change, to write only what changed."""
+if tuple(f.name for f in dataclasses.fields(_Dev))[1:-1] != _DEVICE_STATE_ATTS:  # pragma: no cover
+    raise ImportError("_Dev must list the device state columns in _DEVICE_STATE_FIELDS order")
+_DEV_ATTS = frozenset(f.name for f in dataclasses.fields(_Dev)) - {"pk"}
+_DEVICE_TIMES = tuple(i for i, f in enumerate(_DEVICE_STATE_FIELDS, start=1)
+                      if isinstance(Device._meta.get_field(f), models.DateTimeField))
+
+
+def _device_from_row(row: Sequence[Any]) -> _Dev:
+    """A device from a raw row of ``id`` and :data:`_DEVICE_STATE_FIELDS`: the
+    timestamps made aware (UTC) as the model field would; booleans and the rest
+    come from the driver as the model has them."""
+    values = list(row)
+    for i in _DEVICE_TIMES:
+        if values[i] is not None:
+            values[i] = _utc(values[i])
+    return _Dev(*values)
+
+
+_DEVICE_INSERT_FIELDS = tuple(f.name for f in Device._meta.concrete_fields if not f.primary_key)
+
+
+def _device_rows(devices: Sequence[_Dev], conn: Any, adapted: Mapping[datetime, Any],
+                 ) -> list[list[Any]]:
+    """New devices' rows in :data:`_DEVICE_INSERT_FIELDS` order, database-ready: what
+    ``bulk_create`` sends for ``Device`` instances with these values (columns ingest
+    does not set take their defaults, ``auto_now``/``auto_now_add`` ones the time)."""
+    now = timezone.now()
+    columns: list[tuple[str | None, Any, Callable[[Any], Any]]] = []
+    for f in Device._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        prep = _preparer(f, conn, adapted)
+        if f.attname in _DEV_ATTS:
+            columns.append((f.attname, None, prep))
+        elif getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False):
+            columns.append((None, now, prep))
+        else:
+            columns.append((None, f.get_default(), prep))
+    return [[prep(getattr(d, att) if att is not None else fixed) for att, fixed, prep in columns]
+            for d in devices]
+
+
+_DEVICE_DEFAULTS: dict[str, Any] = {
+    Device._meta.get_field(f).attname: Device._meta.get_field(f).get_default()  # type: ignore[union-attr]
+    for f in _DEVICE_STATE_FIELDS}
+"""A new device's columns before the reading sets them, as ``Device()`` has them."""
+_DEVICE_TARGET = Device._meta.label_lower
+"""An audit row's target type for a device (what a ``Device`` instance gives)."""
 
 
 class _Chunk:
@@ -645,8 +930,13 @@ class _Chunk:
     """
 
     def __init__(self, tenant: Tenant, agent_id: int | None, acting_user: Any,
-                 items: Sequence[tuple[int, Reading]]) -> None:
+                 items: Sequence[tuple[int, Reading]], payloads: _Payloads | None = None,
+                 known: _WrittenCounters | None = None) -> None:
         self.tenant = tenant
+        self.payloads = payloads
+        self.known = known
+        self.written: dict[int, _Written] = {}
+        """Per device id, its last reading as this chunk wrote it."""
         self.tenant_id: int = tenant.pk
         self.agent_id = agent_id
         self.actor = SYSTEM if acting_user is None else acting_user
@@ -655,24 +945,26 @@ class _Chunk:
         self.conn = _db(ReadingRow)
         self.adapt = self.conn.ops.adapt_datetimefield_value
         self.received_db = self.adapt(self.now)
+        self.adapted: dict[datetime, Any] = {}
+        """The readings' times as the database takes them (each adapted once)."""
         self.results: dict[int, IngestResult] = {}
-        self.by_key: dict[str, Device] = {}
-        self.by_mac: dict[str, list[Device]] = collections.defaultdict(list)
-        self.by_ip: dict[str, list[Device]] = collections.defaultdict(list)
+        self.by_key: dict[str, _Dev] = {}
+        self.by_mac: dict[str, list[_Dev]] = collections.defaultdict(list)
+        self.by_ip: dict[str, list[_Dev]] = collections.defaultdict(list)
         self.original: dict[int, tuple[Any, ...]] = {}
-        self.new_devices: list[Device] = []
+        self.new_devices: list[_Dev] = []
         self.existing_readings: set[tuple[int, datetime]] = set()
         self.seen: set[tuple[int, datetime]] = set()
         self.prev_counters: dict[int, dict[str, _Prev]] = {}
         self.open_alerts: dict[int, dict[str, AlertRecord]] = {}
         self.models: dict[tuple[str, str], DeviceModel] = {}
         self.dirty_models: dict[int, DeviceModel] = {}
-        self.dirty_devices: dict[int, Device] = {}
-        self.new_alerts: list[AlertRecord] = []
+        self.dirty_devices: dict[int, _Dev] = {}
+        self.new_alerts: list[tuple[AlertRecord, _Dev]] = []
         self.dirty_alerts: dict[int, AlertRecord] = {}
-        self.status_samples: list[tuple[Device, list[Any]]] = []
-        self.events: list[tuple[_Pending, str, dict[str, Any], Device | None]] = []
-        self.audits: list[tuple[str, Device, dict[str, Any], Device | None]] = []
+        self.status_samples: list[tuple[_Dev, list[Any]]] = []
+        self.events: list[tuple[_Pending, str, dict[str, Any], _Dev | None]] = []
+        self.audits: list[tuple[str, _Dev, dict[str, Any], _Dev | None]] = []
         self.subtree_ids: set[int] | None = None
 
     # -- driver ------------------------------------------------------------------
@@ -689,8 +981,9 @@ class _Chunk:
 
     def _accept(self) -> list[_Item]:
         items: list[_Item] = []
+        latest = _latest_taken(self.now)
         for position, reading in self.raw_items:
-            problems = storage_problems(reading, now=self.now)
+            problems = _storage_problems(reading, latest)
             if problems:
                 self.results[position] = IngestResult("rejected", error="; ".join(problems))
                 continue
@@ -700,7 +993,10 @@ class _Chunk:
                 self.results[position] = IngestResult("rejected", error=str(exc))
                 continue
             taken = reading.taken_at.astimezone(UTC)
-            items.append(_Item(position, reading, ident, taken, self.adapt(taken), [],
+            taken_db = self.adapted.get(taken)
+            if taken_db is None:
+                taken_db = self.adapted[taken] = self.adapt(taken)
+            items.append(_Item(position, reading, ident, taken, taken_db, [],
                                model_key=self._model_key(reading)))
         # Chronological, so deltas, alert lifecycles and "newest wins" are right
         # within the chunk too.
@@ -717,7 +1013,7 @@ class _Chunk:
 
     # -- loading ------------------------------------------------------------------
 
-    def _remember(self, d: Device) -> None:
+    def _remember(self, d: _Dev) -> None:
         if d.pk is not None:
             self.original[d.pk] = _device_state(d)
         self.by_key[d.identity_key] = d
@@ -728,40 +1024,48 @@ class _Chunk:
                 self.by_ip[d.ip.lower()].append(d)
 
     def _prefetch(self, items: list[_Item]) -> None:
+        # The chunk's devices, readings and previous counters are hundreds to
+        # thousands of rows, looked up by as many keys: read with the cursor, not
+        # through the ORM's per-value lookup preparation and per-row iterator.
         keys = {it.ident.key for it in items}
-        for d in Device.objects.select_for_update().filter(identity_key__in=keys).order_by("pk"):
-            self._remember(d)
+        for row in _select_in(Device, ("id", *_DEVICE_STATE_FIELDS), "identity_key", keys,
+                              lock=True):
+            self._remember(_device_from_row(row))
         unresolved = [it for it in items if it.ident.key not in self.by_key]
         macs = {it.ident.mac for it in unresolved if it.ident.mac}
         addrs = {it.ident.address for it in unresolved if it.ident.address}
         if macs or addrs:
             q = Q(mac__in=macs) | Q(ip__in=addrs)
-            for d in (Device.objects.select_for_update().filter(tenant=self.tenant).filter(q)
-                      .exclude(identity_key__in=keys).order_by("pk")):
-                self._remember(d)
+            for row in (Device.objects.select_for_update().filter(tenant=self.tenant).filter(q)
+                        .exclude(identity_key__in=keys).order_by("pk")
+                        .values_list("pk", *_DEVICE_STATE_ATTS)):
+                self._remember(_Dev(*row))
         devices = {d.pk: d for d in self.by_key.values()}
         self._prefetch_models(items)
         if not devices:
             return
         ids = list(devices)
+        times = {it.taken: it.taken_db for it in items}
         self.existing_readings = {
             (id(devices[dev_id]), _utc(taken)) for dev_id, taken in
-            ReadingRow.objects.filter(device_id__in=ids, taken_at__in={it.taken for it in items})
-            .values_list("device_id", "taken_at")}
-        last_ids = [d.last_reading_id for d in devices.values() if d.last_reading_id]
+            _select_in(ReadingRow, ("device", "taken_at"), "device", ids,
+                       also=("taken_at", list(times.values())))}
         prev = self.prev_counters
+        last_ids = []
+        known = self.known
+        for d in devices.values():
+            if d.last_reading_id:
+                counters = None if known is None else known.get(
+                    d.pk, d.last_reading_id, d.last_seen)
+                if counters is None:
+                    last_ids.append(d.last_reading_id)
+                else:
+                    prev[id(d)] = dict(counters)  # _counters changes its own copy
         if last_ids:
-            # The previous counters are thousands of rows per chunk (every counter of
-            # every device's last reading): read them with the cursor, not through
-            # the ORM's per-row iterator (plain integers and strings, no converters).
-            qn = self.conn.ops.quote_name
-            sql = (f"SELECT {qn('device_id')}, {qn('name')}, {qn('value')}, {qn('unit')}, "  # noqa: S608
-                   f"{qn('width')} FROM {qn(CounterValue._meta.db_table)} WHERE "
-                   f"{qn('reading_id')} IN ({', '.join(['%s'] * len(last_ids))})")
-            with self.conn.cursor() as cur:
-                cur.execute(sql, last_ids)
-                for dev_id, name, value, unit, width in cur.fetchall():
-                    prev.setdefault(id(devices[dev_id]), {})[name] = (value, unit, width)
+            for dev_id, name, value, unit, width in _select_in(
+                    CounterValue, ("device", "name", "value", "unit", "width"), "reading",
+                    last_ids):
+                prev.setdefault(id(devices[dev_id]), {})[name] = (value, unit, width)
         for rec in AlertRecord.objects.filter(device_id__in=ids, closed_at__isnull=True):
             self.open_alerts.setdefault(id(devices[rec.device_id]), {})[rec.key] = rec
 
@@ -775,11 +1079,8 @@ class _Chunk:
 
     @staticmethod
     def _model_key(r: Reading) -> tuple[str, str] | None:
-        m_key = manufacturer_key(r.identity.manufacturer or r.identity.vendor)
-        name = (r.identity.model or "").strip()
-        if not m_key or not name:
-            return None
-        return m_key, " ".join(name.upper().split())
+        ident = r.identity
+        return _model_key_of(ident.manufacturer or ident.vendor, ident.model)
 
     # -- one reading ----------------------------------------------------------------
 
@@ -800,7 +1101,7 @@ class _Chunk:
         p.header_row = [
             None, self.tenant_id, item.taken_db, self.received_db, self.agent_id,
             r.snmp_version, r.credential or "", r.profile.name if r.profile else "", r.target,
-            r.duration_ms, item.ident.weak or item.matched_weak, compress_payload(r)]
+            r.duration_ms, item.ident.weak or item.matched_weak, None]  # payload at flush
         self._counters(p, in_order)
         self._supplies(p)
         if in_order:
@@ -809,14 +1110,14 @@ class _Chunk:
         return p
 
     def _event(self, p: _Pending, kind: EventKind, details: EventDetails, *,
-               other: Device | None = None) -> None:
+               other: _Dev | None = None) -> None:
         """A device event; ``other`` (the replaced device) gets its id into the details
         at flush, as it may be new in this chunk."""
         self.events.append((p, str(kind), details.as_json(), other))
         p.events.append(str(kind))
 
-    def _audit(self, action: str, device: Device, item: _Item, *,
-               from_tenant_id: int | None = None, other: Device | None = None) -> None:
+    def _audit(self, action: str, device: _Dev, item: _Item, *,
+               from_tenant_id: int | None = None, other: _Dev | None = None) -> None:
         """An audit row, its data taken now (ids are filled in at flush)."""
         self.audits.append((action, device, {
             "identity_key": device.identity_key, "identity_kind": str(device.identity_kind),
@@ -825,7 +1126,7 @@ class _Chunk:
             "from_tenant_id": from_tenant_id, "agent_id": self.agent_id,
             "taken_at": item.taken.isoformat()}, other))
 
-    def _candidate(self, ident: DeviceIdentity) -> tuple[Device, Literal["mac", "address"]] | None:
+    def _candidate(self, ident: DeviceIdentity) -> tuple[_Dev, Literal["mac", "address"]] | None:
         """The device this tenant has now at the reading's MAC, else at its address.
 
         The MAC is the better witness: the address is used only when the MAC cannot
@@ -846,7 +1147,7 @@ class _Chunk:
                 return max(found, key=lambda d: d.last_seen), "address"
         return None
 
-    def _resolve(self, item: _Item) -> tuple[Device, bool, list[_NewEvent]]:
+    def _resolve(self, item: _Item) -> tuple[_Dev, bool, list[_NewEvent]]:
         """The reading's device, whether this reading created it, and identity events."""
         ident = item.ident
         device = self.by_key.get(ident.key)
@@ -877,20 +1178,22 @@ class _Chunk:
             self._audit("device.serial_changed", device, item, other=cand)
         return device, True, events
 
-    def _create(self, item: _Item) -> Device:
-        """A new device, inserted with the chunk's other new devices at flush."""
+    def _create(self, item: _Item) -> _Dev:
+        """A new device, inserted with the chunk's other new devices at flush (the
+        other columns as the model's defaults have them)."""
         ident = item.ident
-        device = Device(
-            tenant=self.tenant, identity_key=ident.key, identity_kind=ident.kind,
-            identity_weak=ident.weak, manufacturer=ident.manufacturer, serial=ident.serial,
-            mac=ident.mac or "", ip=ident.address or "", first_seen=item.taken,
-            last_seen=item.taken)
+        device = _Dev(None, **{
+            **_DEVICE_DEFAULTS, "tenant_id": self.tenant_id, "identity_key": ident.key,
+            "identity_kind": ident.kind, "identity_weak": ident.weak,
+            "manufacturer": ident.manufacturer, "serial": ident.serial,
+            "mac": ident.mac or "", "ip": ident.address or "", "last_seen": item.taken},
+            first_seen=item.taken)
         self.new_devices.append(device)
         self._remember(device)
         return device
 
-    def _upgrade(self, device: Device, item: _Item, matched_on: Literal["mac", "address"],
-                 ) -> tuple[Device, bool, list[_NewEvent]]:
+    def _upgrade(self, device: _Dev, item: _Item, matched_on: Literal["mac", "address"],
+                 ) -> tuple[_Dev, bool, list[_NewEvent]]:
         """A weak device told us its serial: it becomes strongly identified."""
         ident = item.ident
         old_key = device.identity_key
@@ -906,7 +1209,7 @@ class _Chunk:
         return device, False, [(EventKind.IDENTITY_UPGRADED, EventDetails(
             old=old_key, new=ident.key, matched_on=matched_on), None)]
 
-    def _dirty(self, device: Device) -> None:
+    def _dirty(self, device: _Dev) -> None:
         if device.pk is not None:
             self.dirty_devices[device.pk] = device
 
@@ -933,8 +1236,8 @@ class _Chunk:
             # already is where this tenant's readings belong.
             return
         old = device.tenant_id
-        device.tenant = self.tenant
-        device.location = None
+        device.tenant_id = self.tenant_id
+        device.location_id = None
         self._dirty(device)
         self._event(p, EventKind.MOVED, EventDetails(from_tenant_id=old,
                                                      to_tenant_id=self.tenant_id))
@@ -959,15 +1262,19 @@ class _Chunk:
             if prev is not None:
                 old = prev.get(name)
                 if old is not None and old[1] == unit:
-                    old_value, w = old[0], width or old[2]
-                    delta = counter_delta(old_value, value, w)
-                    if delta is None:
-                        self._event(p, EventKind.COUNTER_RESET, EventDetails(
-                            counter=name, old_value=old_value, new_value=value, width=w))
-                    elif value < old_value:
-                        self._event(p, EventKind.COUNTER_WRAPPED, EventDetails(
-                            counter=name, old_value=old_value, new_value=value,
-                            delta=delta, width=w))
+                    old_value = old[0]
+                    if value >= old_value:  # counter_delta's common case, inlined
+                        delta = value - old_value
+                    else:
+                        w = width or old[2]
+                        delta = counter_delta(old_value, value, w)
+                        if delta is None:
+                            self._event(p, EventKind.COUNTER_RESET, EventDetails(
+                                counter=name, old_value=old_value, new_value=value, width=w))
+                        else:
+                            self._event(p, EventKind.COUNTER_WRAPPED, EventDetails(
+                                counter=name, old_value=old_value, new_value=value,
+                                delta=delta, width=w))
                 prev[name] = (value, unit, width)
             rows.append([None, None, tenant_id, taken_db, name, value, unit, width, delta])
 
@@ -1036,7 +1343,7 @@ class _Chunk:
             d.firmware = ident.firmware
         model = self._model_for(r, item.model_key)
         if model is not None and d.model_id != model.pk:
-            d.model = model
+            d.model_id = model.pk
         status = status_summary(r)
         st = r.status
         snapshot = (str(status), st.device_status or "", st.printer_status or "",
@@ -1074,7 +1381,7 @@ class _Chunk:
             rec = open_.get(key)
             if rec is None:
                 rec = AlertRecord(
-                    device=d, tenant=self.tenant, key=key, source=a.source,
+                    tenant=self.tenant, key=key, source=a.source,
                     severity=a.severity, code=a.code,
                     alert_index=_int64(a.index, f"alerts.{i}.index", w),
                     group=a.group or "",
@@ -1084,7 +1391,7 @@ class _Chunk:
                     time_ticks=_int64(a.time_ticks, f"alerts.{i}.time_ticks", w),
                     opened_at=taken, last_seen_at=taken)
                 open_[key] = rec
-                self.new_alerts.append(rec)
+                self.new_alerts.append((rec, d))  # the device's id is set at flush
                 continue
             rec.last_seen_at = taken
             if (rec.severity, rec.description) != (a.severity, a.description or ""):
@@ -1107,15 +1414,27 @@ class _Chunk:
 
     def _flush(self, pending: list[_Pending]) -> None:
         if self.new_devices:
-            # One INSERT for the chunk's new devices (ids come back on both databases);
+            # The chunk's new devices in as rows, ids back by their identity key;
             # their last reading is set below with the other devices' update.
-            Device.objects.bulk_create(self.new_devices)
+            ids = {key: pk for pk, key in _insert_returning(
+                Device, _DEVICE_INSERT_FIELDS,
+                _device_rows(self.new_devices, self.conn, self.adapted),
+                ("identity_key",))}
             for d in self.new_devices:
+                d.pk = ids[d.identity_key]
                 self.original[d.pk] = _device_state(d)
                 self.dirty_devices[d.pk] = d
         stored = [p for p in pending if not p.duplicate]
-        for p in stored:
-            p.header_row[0] = p.device.pk
+        if self.payloads is not None:  # encoded by the worker, in raw_items order
+            encoded = dict(zip([pos for pos, _ in self.raw_items], self.payloads.result(),
+                               strict=True))
+            for p in stored:
+                p.header_row[0] = p.device.pk
+                p.header_row[-1] = encoded[p.item.position]
+        else:
+            for p in stored:
+                p.header_row[0] = p.device.pk
+                p.header_row[-1] = compress_payload(p.item.reading)
         ids = _insert_headers([p.header_row for p in stored])
         counter_rows: list[list[Any]] = []
         supply_rows: list[list[Any]] = []
@@ -1131,12 +1450,15 @@ class _Chunk:
             supply_rows += p.supply_rows
             if d.last_seen == p.item.taken:
                 d.last_reading_id = rid
+                self.written[dev_id] = (rid, d.last_seen, {
+                    row[4]: (row[5], row[6], row[7]) for row in p.counter_rows})
         _insert_rows(CounterValue, _COUNTER_FIELDS, counter_rows)
         _insert_rows(SupplyLevel, _SUPPLY_FIELDS, supply_rows)
         _update_rows(AlertRecord, _ALERT_STATE_FIELDS, self.dirty_alerts.values())
-        # Rows built around a device that was new in this chunk take its id now
-        # (Django reads a saved related object's pk when the key is still empty).
-        AlertRecord.objects.bulk_create(self.new_alerts)
+        # Alerts of a device that was new in this chunk take its id only now.
+        for rec, d in self.new_alerts:
+            rec.device_id = d.pk
+        AlertRecord.objects.bulk_create([rec for rec, _ in self.new_alerts])
         # Status samples and events are plain rows, not model instances: a chunk has
         # thousands, and bulk_create's per-object work cost more than their INSERT.
         sample_rows = []
@@ -1156,16 +1478,14 @@ class _Chunk:
                                   "device_kind"])
         # Only the columns that changed, grouped: the usual case is last_seen and
         # last_reading alone.
-        groups: dict[tuple[str, ...], list[Device]] = collections.defaultdict(list)
+        groups: dict[tuple[str, ...], list[_Dev]] = collections.defaultdict(list)
         for d in self.dirty_devices.values():
-            now_state = _device_state(d)
-            before = self.original[d.pk]
-            changed = tuple(f for f, old, new in zip(_DEVICE_STATE_FIELDS, before, now_state,
-                                                     strict=True) if old != new)
+            changed = tuple(itertools.compress(
+                _DEVICE_STATE_FIELDS, map(operator.ne, self.original[d.pk], _device_state(d))))
             if changed:
                 groups[changed].append(d)
         for fields, devices in groups.items():
-            _update_rows(Device, fields, devices)
+            _update_rows(Device, fields, devices, self.adapted)
         if self.new_devices:
             # One row for the devices this batch discovered (an agent's first upload
             # can bring hundreds; a hash-chained row each would dominate the import).
@@ -1175,7 +1495,8 @@ class _Chunk:
                              devices=[DiscoveredDevice(id=d.pk, identity_key=d.identity_key)
                                       for d in self.new_devices]))
         for action, device, data, other in self.audits:
-            audit.record(action, tenant=self.tenant, actor=self.actor, target=device,
+            audit.record(action, tenant=self.tenant, actor=self.actor,
+                         target=(_DEVICE_TARGET, device.pk),
                          data=DeviceAudit(**data, other_device_id=other.pk if other else None))
 
 
