@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.metadata
-import json
 import os
 import platform
 import socket
@@ -45,6 +44,8 @@ from fleetroom_agent.identity import (
     write_private_file,
 )
 from fleetroom_agent.transports.https import (
+    host_port,
+    json_error_text,
     make_client,
     normalise_server_url,
     translate_error,
@@ -88,19 +89,10 @@ def make_request(token: str, signing_key: SigningKey,
 
 
 def _server_error(response_body: bytes, content_type: str) -> str:
-    """The server's own words from a JSON error (``detail``/``message``/``error``)."""
-    if "json" in content_type:
-        try:
-            doc = json.loads(response_body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            doc = None
-        if isinstance(doc, dict):
-            for key in ("detail", "message", "error"):
-                if isinstance(doc.get(key), str) and doc[key]:
-                    return str(doc[key])[:500]
-        if doc is not None:
-            return json.dumps(doc, ensure_ascii=False)[:500]
-    text = response_body[:300].decode("utf-8", "replace").strip()
+    """The server's own words from a JSON error, else the start of the body."""
+    text = json_error_text(response_body, content_type)
+    if text is None:
+        text = response_body[:300].decode("utf-8", "replace").strip()
     return text or "(no explanation given)"
 
 
@@ -130,7 +122,7 @@ async def enroll(server_url: str, token: str, data_dir: str | os.PathLike[str], 
     signing_key, encryption_key = SigningKey.generate(), PrivateKey.generate()
     request = make_request(token, signing_key, encryption_key)
     target = httpx.URL(url + PATH_ENROLL)
-    host = f"{target.host}:{target.port or (443 if target.scheme == 'https' else 80)}"
+    host = host_port(target)
     async with make_client(ctx, proxy=proxy, connect_timeout_s=min(timeout_s, 15.0),
                            io_timeout_s=timeout_s, user_agent=f"fleetroom-agent/"
                            f"{agent_version()}") as client:

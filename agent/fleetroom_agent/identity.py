@@ -60,7 +60,7 @@ class IdentityError(RuntimeError):
 # --------------------------------------------------------------------- file helpers
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a rename durable (POSIX only; Windows has no directory fsync)."""
     if not _POSIX:
         return
@@ -91,7 +91,7 @@ def write_private_file(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def check_private_file(path: Path) -> None:

@@ -71,7 +71,7 @@ from fleetroom_profiles.bundle import (
 )
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from .identity import DATA_DIR_ENV, CounterStore, write_private_file
+from .identity import DATA_DIR_ENV, CounterStore, fsync_dir, write_private_file
 
 if TYPE_CHECKING:
     import httpx
@@ -140,16 +140,6 @@ def profiles_root(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / PROFILES_DIRNAME
 
 
-def _fsync_dir(directory: Path) -> None:
-    if not _POSIX:
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def _locked(root: Path, *, required: bool = True) -> Iterator[None]:
     """One installer at a time (the daily check and a manual import may meet).
@@ -213,7 +203,7 @@ def _write_file(path: Path, content: bytes) -> None:
 
 def _fsync_tree(top: Path) -> None:
     for dirpath, _dirs, _files in os.walk(top, topdown=False):
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 def _verify_installed(directory: Path) -> str | None:
@@ -412,7 +402,7 @@ def _stage(root: Path, bundle: Bundle, state: InstalledState, extra: list[Path])
         if final.exists():
             shutil.rmtree(final)  # a leftover of an attempt that crashed before its commit
         os.rename(staging, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         return final
     except OSError as exc:
         raise ProfileUpdateError("install", f"cannot write the new profiles: {exc}") from None

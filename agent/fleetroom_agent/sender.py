@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -46,7 +46,6 @@ from fleetroom_protocol.envelope import (
     verify,
 )
 from fleetroom_protocol.messages import (
-    AckRange,
     AgentState,
     PollBody,
     Reply,
@@ -56,7 +55,7 @@ from fleetroom_protocol.messages import (
 
 from fleetroom_agent.backoff import Backoff
 from fleetroom_agent.identity import AgentIdentity, CounterStore, IdentityError
-from fleetroom_agent.outbox import Item, ItemKey, Outbox
+from fleetroom_agent.outbox import Item, Outbox
 from fleetroom_agent.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,6 @@ MAX_BATCH_ITEMS: Final = 5000
 """The protocol's cap on items per batch (``BatchBody.items``)."""
 MIN_POLL_S: Final = 30.0
 """Never poll more often than this, whatever a reply suggests."""
-MAX_ACK_EXPAND: Final = 10_000
-"""Ack ranges up to this size are applied in full; larger ones only to sent items."""
 
 OnReply = Callable[[Reply], Awaitable[None]]
 
@@ -489,13 +486,13 @@ class Sender:
         acked = 0
         if reply.acked:
             store = await self._store()
-            keys = ack_keys_for(reply.acked, store, items)
-            deleted = await asyncio.to_thread(self.outbox.ack_keys, keys) if keys else 0
-            self._items_acked += deleted
-            sent = {(i.stream, i.seq) for i in items}
-            acked = sum(1 for k in keys if (k.stream, k.seq) in sent)
-            if keys:
+            # Ranges acknowledged under another outbox's store id are not ours to delete.
+            mine = [(r.stream, r.first, r.last) for r in reply.acked if r.store == store]
+            if mine:
+                self._items_acked += await asyncio.to_thread(self.outbox.ack_ranges, mine)
                 self._last_ack_at = self._last_contact_at
+                acked = sum(1 for i in items if any(
+                    stream == i.stream and first <= i.seq <= last for stream, first, last in mine))
         if reply.schedule is not None:
             self.schedule = reply.schedule
         interval = float(reply.poll_after_s or self.schedule.command_poll_s)
@@ -512,21 +509,3 @@ class Sender:
             self._server_message = reply.message
         return acked
 
-
-def ack_keys_for(ranges: Iterable[AckRange], store: str, items: Iterable[Item]) -> list[ItemKey]:
-    """The outbox keys an acknowledgement covers (ranges of other stores are ignored).
-
-    A range is applied in full when it is small; a huge one (which only a server
-    acknowledging a long history at once would send) is applied to the items of
-    this batch, so one reply cannot make the agent build millions of keys.
-    """
-    sent = [(i.stream, i.seq) for i in items]
-    keys: set[tuple[str, int]] = set()
-    for r in ranges:
-        if r.store != store:
-            continue
-        if r.last - r.first < MAX_ACK_EXPAND:
-            keys.update((r.stream, s) for s in range(r.first, r.last + 1))
-        else:
-            keys.update(k for k in sent if k[0] == r.stream and r.first <= k[1] <= r.last)
-    return [ItemKey(stream, seq) for stream, seq in sorted(keys)]

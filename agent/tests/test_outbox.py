@@ -122,6 +122,20 @@ def test_batch_limits(tmp_path):
         assert [len(i.payload) for i in batch] == [5000]
 
 
+def test_ack_ranges_delete_inclusive_ranges_in_one_call(tmp_path):
+    with _open(tmp_path / "o.db") as box:
+        for n in range(1, 9):
+            box.put("readings", f"r{n}".encode())
+        box.put("alerts", b"a1")
+        # 2..4 and 7..7 of readings, a huge range over alerts, an unknown stream
+        assert box.ack_ranges([("readings", 2, 4), ("readings", 7, 7),
+                               ("alerts", 1, 10**12), ("nope", 1, 5)]) == 5
+        assert box.ack_ranges([("readings", 3, 4)]) == 0  # again: harmless
+        assert box.ack_ranges([]) == 0
+        assert [(i.stream, i.seq) for i in _all(box)] == [
+            ("readings", 1), ("readings", 5), ("readings", 6), ("readings", 8)]
+
+
 def test_ack_semantics_survive_reopen(tmp_path):
     path = tmp_path / "o.db"
     with _open(path) as box:

@@ -39,26 +39,14 @@ from nacl.signing import SigningKey
 
 from server.tests.test_agents_support import (
     SOURCE_IP,
-    clear_limits,
+    clean_limits_fixture,  # noqa: F401 (fixture)
     enroll_request,
-    make_tree,
     new_token,
     post_enroll,
+    tree_fixture,  # noqa: F401 (fixture)
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clean_limits():
-    clear_limits()
-    yield
-    clear_limits()
-
-
-@pytest.fixture
-def tree():
-    return make_tree()
 
 
 def error(response) -> str:

@@ -28,22 +28,15 @@ from fleetroom.fleet.models import CounterValue, Device, Reading
 from fleetroom_protocol.envelope import SERVER, seal
 from fleetroom_protocol.messages import AckRange, AgentState, Schedule
 
-from server.tests.test_agents_support import FakeAgent, agent_json, clear_limits, make_tree
+from server.tests.test_agents_support import (
+    FakeAgent,
+    agent_json,
+    clean_limits_fixture,  # noqa: F401 (fixture)
+    tree_fixture,  # noqa: F401 (fixture)
+)
 from server.tests.test_fleet_support import LIFE, SERIAL, recording
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clean_limits():
-    clear_limits()
-    yield
-    clear_limits()
-
-
-@pytest.fixture
-def tree():
-    return make_tree()
 
 
 def rec_int(r, oid):

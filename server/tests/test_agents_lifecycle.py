@@ -28,21 +28,14 @@ from fleetroom.fleet.models import Reading
 from fleetroom.tenancy.services import do_deactivate, do_grant_membership, do_reactivate
 from fleetroom_protocol.messages import AgentState, Schedule
 
-from server.tests.test_agents_support import FakeAgent, agent_json, clear_limits, make_tree
+from server.tests.test_agents_support import (
+    FakeAgent,
+    agent_json,
+    clean_limits_fixture,  # noqa: F401 (fixture)
+    tree_fixture,  # noqa: F401 (fixture)
+)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clean_limits():
-    clear_limits()
-    yield
-    clear_limits()
-
-
-@pytest.fixture
-def tree():
-    return make_tree()
 
 
 def test_silent_agents_are_flagged_after_three_polls_and_cleared_on_contact(client, tree):

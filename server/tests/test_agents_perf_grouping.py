@@ -24,7 +24,11 @@ from fleetroom.agents.models import ItemState, ReceivedBatch, ReceivedItem
 from fleetroom.agents.processing import batch_body, do_process_batch, parse_reading
 from fleetroom.fleet.models import CounterValue, Device, Reading
 
-from server.tests.test_agents_support import FakeAgent, clear_limits, make_tree
+from server.tests.test_agents_support import (
+    FakeAgent,
+    clean_limits_fixture,  # noqa: F401 (fixture)
+    make_tree,
+)
 from server.tests.test_fleet_support import (
     COMMUNITIES,
     LIFE,
@@ -36,13 +40,6 @@ from server.tests.test_fleet_support import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clean_limits():
-    clear_limits()
-    yield
-    clear_limits()
 
 
 @pytest.fixture

@@ -39,25 +39,13 @@ from nacl.signing import SigningKey
 from server.tests.test_agents_support import (
     FakeAgent,
     agent_json,
-    clear_limits,
+    clean_limits_fixture,  # noqa: F401 (fixture)
     enroll_request,
-    make_tree,
     post_enroll,
+    tree_fixture,  # noqa: F401 (fixture)
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _clean_limits():
-    clear_limits()
-    yield
-    clear_limits()
-
-
-@pytest.fixture
-def tree():
-    return make_tree()
 
 
 @pytest.fixture

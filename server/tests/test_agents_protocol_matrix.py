@@ -29,7 +29,12 @@ from fleetroom_protocol.envelope import SERVER, seal
 from fleetroom_protocol.messages import CONTENT_TYPE, PATH_ENROLL, PATH_MESSAGES, PATH_PROFILES
 from nacl.signing import SigningKey
 
-from server.tests.test_agents_support import FakeAgent, clear_limits, enroll_request, make_tree
+from server.tests.test_agents_support import (
+    FakeAgent,
+    clean_limits_fixture,  # noqa: F401 (fixture)
+    enroll_request,
+    make_tree,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -49,13 +54,6 @@ ROUTES: dict[str, Route] = {
     "profiles_latest": Route(PATH_PROFILES, CONTENT_TYPE, 401),
 }
 CALLERS = ("anonymous", "customer_admin")
-
-
-@pytest.fixture(autouse=True)
-def _clean_limits():
-    clear_limits()
-    yield
-    clear_limits()
 
 
 @pytest.fixture

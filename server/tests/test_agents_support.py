@@ -14,10 +14,11 @@ import base64
 import itertools
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import pytest
 from django.core.cache import cache
 from django.test import Client
 from fleetroom.agents.keys import server_keys
@@ -158,3 +159,19 @@ def _body(sealed: Any) -> bytes:
 def clear_limits() -> None:
     """Rate-limit counters live in the shared cache; each test starts clean."""
     cache.clear()
+
+
+# Fixtures for the agent test modules, which import them by these names (the
+# fixture names differ, so a test's ``tree`` argument does not shadow the import).
+
+@pytest.fixture(name="_clean_limits", autouse=True)
+def clean_limits_fixture() -> Iterator[None]:
+    """Autouse where imported: clean rate-limit counters before and after each test."""
+    clear_limits()
+    yield
+    clear_limits()
+
+
+@pytest.fixture(name="tree")
+def tree_fixture() -> dict[str, Any]:
+    return make_tree()

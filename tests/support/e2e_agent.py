@@ -10,7 +10,6 @@ the transport order, the status-poll ceiling), enrolls with
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.e2e_server import clean_environment, free_tcp_port
+from tests.support.e2e_server import clean_environment, free_tcp_port, run_command
+from tests.support.processes import stop_process
 
 BIN = Path(sys.executable).parent
 AGENT = str(BIN / "fleetroom-agent")
@@ -63,12 +63,8 @@ class AgentProcess:
         self.agent_id: str | None = None
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([AGENT, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if proc.returncode != 0:
-            raise AgentError(f"fleetroom-agent {args[0]} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-        return proc
+        return run_command([AGENT, *args], self.env, timeout=timeout, error=AgentError,
+                           what=f"fleetroom-agent {args[0]}")
 
     def enroll(self, server_url: str, token: str, ca_file: Path) -> str:
         """``fleetroom-agent enroll``; returns the agent id the server gave."""
@@ -122,11 +118,4 @@ class AgentProcess:
     def stop(self) -> None:
         """SIGTERM (the agent closes its outbox and writes its state); kill if stuck."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace_s=30)

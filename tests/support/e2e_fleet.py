@@ -27,11 +27,16 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from fleetroom_fleetsim.snmpsim_runner import (
+    free_udp_port,
+    responder_command,
+    sysdescr_get_packet,
+)
 
 from tests.support.processes import stop_process
 
@@ -70,51 +75,6 @@ class SimDevice:
         return f"{self.host}:{self.port}"
 
 
-def _free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _responder() -> str:
-    exe = Path(sys.executable).parent / "snmpsim-command-responder"
-    found = str(exe) if exe.exists() else shutil.which("snmpsim-command-responder")
-    if not found:
-        raise RuntimeError("snmpsim-command-responder not found; run `uv sync`")
-    return found
-
-
-def _privilege_args() -> list[str]:
-    """snmpsim refuses to run as root; it drops to nobody when told so."""
-    if os.geteuid() != 0:
-        return []
-    import grp
-
-    try:
-        grp.getgrnam("nogroup")
-        group = "nogroup"
-    except KeyError:
-        group = "nobody"
-    return ["--process-user=nobody", f"--process-group={group}"]
-
-
-def _get_sysdescr_packet(community: str) -> bytes:
-    """An SNMPv2c GET of sysDescr.0 (for the readiness check)."""
-    from pyasn1.codec.ber import encoder
-    from pysnmp.proto import api
-
-    mod = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
-    pdu = mod.GetRequestPDU()
-    mod.apiPDU.set_defaults(pdu)
-    mod.apiPDU.set_varbinds(pdu, [(mod.ObjectIdentifier((1, 3, 6, 1, 2, 1, 1, 1, 0)),
-                                   mod.Null(""))])
-    msg = mod.Message()
-    mod.apiMessage.set_defaults(msg)
-    mod.apiMessage.set_community(msg, community)
-    mod.apiMessage.set_pdu(msg, pdu)
-    return bytes(encoder.encode(msg))
-
-
 class SimFleet:
     """``recordings`` (name → .snmprec file) served on loopback; a context manager."""
 
@@ -129,7 +89,7 @@ class SimFleet:
         self.devices: dict[str, SimDevice] = {}
         for i, (name, path) in enumerate(sorted(recordings.items())):
             host = f"127.{a}.{b}.{i + 1}"
-            self.devices[name] = SimDevice(name, path, host, _free_udp_port(host), i)
+            self.devices[name] = SimDevice(name, path, host, free_udp_port(host), i)
 
     # --- files ------------------------------------------------------------------------
 
@@ -167,7 +127,7 @@ class SimFleet:
             p.chmod(0o755)
         self.served_file(dev.name).chmod(0o644)
         cache.chmod(0o777)
-        cmd = [_responder(), *_privilege_args(), f"--cache-dir={cache}", "--log-level=error",
+        cmd = [*responder_command(), f"--cache-dir={cache}", "--log-level=error",
                "--v3-engine-id=auto", f"--data-dir={data}",
                f"--agent-udpv4-endpoint={dev.target}"]
         with (base / "snmpsim.log").open("wb") as out:
@@ -186,7 +146,7 @@ class SimFleet:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        packet = _get_sysdescr_packet(COMMUNITY)
+        packet = sysdescr_get_packet(COMMUNITY)
         by_address = {(d.host, d.port): d.name for d in self.devices.values()}
         pending = set(self.devices)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

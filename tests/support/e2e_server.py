@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.mosquitto import Mosquitto
+from tests.support.processes import stop_process
 
 BIN = Path(sys.executable).parent
 FLEETROOM = str(BIN / "fleetroom")
@@ -52,6 +53,17 @@ def clean_environment() -> dict[str, str]:
     """The caller's environment without any ``FLEETROOM_*`` setting (a developer's
     shell or another test must not leak a database URL or a data directory in)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+
+
+def run_command(argv: Sequence[str], env: dict[str, str], *, timeout: float,
+                error: type[Exception], what: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion; ``error`` with its output tails if it exits non-zero."""
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if proc.returncode != 0:
+        raise error(f"{what} exited {proc.returncode}:\n"
+                    f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
 
 
 class ServerError(RuntimeError):
@@ -90,12 +102,8 @@ class FleetroomServer:
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``fleetroom ARGS`` with this server's environment; :class:`ServerError` on failure."""
-        proc = subprocess.run([FLEETROOM, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        if proc.returncode != 0:
-            raise ServerError(f"fleetroom {' '.join(args)} exited {proc.returncode}:\n"
-                              f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-        return proc
+        return run_command([FLEETROOM, *args], self.env, timeout=timeout, error=ServerError,
+                           what=f"fleetroom {' '.join(args)}")
 
     def manage_python(self, code: str, timeout: float = 120) -> Any:
         """Run ``code`` in ``fleetroom manage shell`` (the server's own Django and
@@ -203,13 +211,7 @@ print(json.dumps(out))
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace_s=30)
         # Children that outlived their supervisor (a crash, a stuck worker).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -2,11 +2,11 @@
 
 Everything the agent wants the server to have goes through :class:`Outbox` first.
 An item stays on disk until the server acknowledges it *at application level*
-(after its own commit); only :meth:`Outbox.ack` / :meth:`Outbox.ack_keys` delete
-rows. The only other ways a row can disappear are the disk budget (coalescing and
-dropping) and quarantine of a corrupt file — and each of those writes a gap record
-into the :data:`GAPS_STREAM` stream, delivered like any other data, so the server
-can tell "never sent" from "lost, and here is why".
+(after its own commit); only :meth:`Outbox.ack`, :meth:`Outbox.ack_ranges` and
+:meth:`Outbox.ack_keys` delete rows. The only other ways a row can disappear are the
+disk budget (coalescing and dropping) and quarantine of a corrupt file — and each of
+those writes a gap record into the :data:`GAPS_STREAM` stream, delivered like any
+other data, so the server can tell "never sent" from "lost, and here is why".
 
 Design notes:
 
@@ -601,7 +601,15 @@ class Outbox:
 
     def ack_keys(self, keys: Iterable[ItemKey]) -> int:
         """Delete exactly the acknowledged items; unknown or repeated keys are ignored."""
-        params = [(self.agent_id, k.stream, k.seq) for k in keys]
+        return self.ack_ranges((k.stream, k.seq, k.seq) for k in keys)
+
+    def ack_ranges(self, ranges: Iterable[tuple[str, int, int]]) -> int:
+        """Delete the items ``first..last`` (inclusive) of each ``(stream, first, last)``.
+
+        One transaction for all ranges, however large (the server's ``AckRange``s);
+        items already gone or never stored are ignored.  Returns how many were deleted.
+        """
+        params = [(self.agent_id, stream, first, last) for stream, first, last in ranges]
         if not params:
             return 0
 
@@ -610,7 +618,8 @@ class Outbox:
                 deleted = 0
                 for p in params:
                     deleted += conn.execute(
-                        "DELETE FROM items WHERE agent_id = ? AND stream = ? AND seq = ?", p
+                        "DELETE FROM items WHERE agent_id = ? AND stream = ? "
+                        "AND seq BETWEEN ? AND ?", p
                     ).rowcount
                 return deleted
 

@@ -43,6 +43,7 @@ from typing import Any, Final, Literal, get_args
 from fleetroom_protocol.messages import CommandKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..cli_options import timing
 from ..collect.credentials import CredentialConfigError, CredentialSet, make_credential
 from ..discovery.targets import ALLOW_CATEGORIES, TargetSpecError, parse_spec, plan
 from ..snmp.types import Timing
@@ -244,9 +245,7 @@ class AgentConfig:
     @property
     def timing(self) -> Timing:
         """Per-request timing for reads, as ``scan`` computes it."""
-        s = self.file.scan
-        floor = s.timeout_s * (s.retries + 1) * 4
-        return Timing(timeout=s.timeout_s, retries=s.retries, deadline=max(30.0, floor))
+        return timing(self.file.scan.timeout_s, self.file.scan.retries)
 
     @property
     def budget_bytes(self) -> int:

@@ -20,15 +20,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON, atomically, mode 0600."""
+def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` as JSON, atomically, mode 0600.
+
+    ``durable=False`` skips the fsync: for a file rewritten every few seconds whose
+    content is only informational (``state.json``), the rename alone keeps readers
+    from ever seeing a torn file, and a power cut costs at most one rewrite.
+    """
     text = json.dumps(data, indent=1, sort_keys=True, default=str)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         if os.name == "posix":
             os.chmod(tmp, 0o600)
         os.replace(tmp, path)

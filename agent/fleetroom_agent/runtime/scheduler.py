@@ -265,7 +265,7 @@ class Scheduler:
             IntervalJob("rediscovery", jobs.rediscover,
                         lambda: float(store.schedule.rediscovery_s)),
         ]
-        self.calendar_tasks: dict[str, asyncio.Task[None]] = {}
+        self._profile_check_task: asyncio.Task[None] | None = None
         store.on_change(self.reschedule)
         self._started = False
 
@@ -364,17 +364,15 @@ class Scheduler:
             self._last_month_end = now
             self.memory.month_end_done.append(month)
             self._save_memory()
-            self.calendar_tasks["month-end"] = self._spawn(
-                "month-end-read", lambda: self.jobs.month_end_read(month))
+            self._spawn("month-end-read", lambda: self.jobs.month_end_read(month))
         check = self.due_profile_check(now, wall)
         if check is not None:
-            running = self.calendar_tasks.get("profile-check")
+            running = self._profile_check_task
             if running is None or running.done():
                 self._last_profile_check = now
                 self.memory.profile_check_done = check
                 self._save_memory()
-                self.calendar_tasks["profile-check"] = self._spawn(
-                    "profile-check", self.jobs.profile_check)
+                self._profile_check_task = self._spawn("profile-check", self.jobs.profile_check)
         soonest = min(j.next_due for j in self.interval_jobs) - now
         return max(0.05, min(soonest, CALENDAR_TICK_S))
 

@@ -123,9 +123,12 @@ class RuntimeState:
 
 
 def write_state(data_dir: Path, data: dict[str, Any]) -> None:
-    """Write ``state.json`` (the runtime calls this every few seconds and at exit)."""
+    """Write ``state.json`` (the runtime calls this every few seconds and at exit).
+
+    Not fsynced: it is rewritten every few seconds and only shows what the runtime
+    holds in memory anyway; an fsync per rewrite would wear the disk for nothing."""
     write_json(data_dir / STATE_FILE, {**data, "written_at": iso(utcnow()),
-                                       "pid": os.getpid()})
+                                       "pid": os.getpid()}, durable=False)
 
 
 def outbox_summary(stats: OutboxStats) -> dict[str, Any]:

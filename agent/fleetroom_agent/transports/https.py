@@ -66,7 +66,7 @@ def normalise_server_url(url: str) -> str:
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
-    if host.lower() in {"localhost", "localhost."}:
+    if host.lower() in {"localhost", "localhost.", "localhost.localdomain"}:
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -140,21 +140,38 @@ def translate_error(exc: httpx.HTTPError, host: str) -> TransportError:
     return TransportError(f"{host}: {detail}", code="network")
 
 
+def json_error_text(body: bytes, content_type: str) -> str | None:
+    """The server's own words from a JSON error (``detail``/``message``/``error``).
+
+    The whole (compact) JSON when it has none of those; ``None`` for a body that
+    is not JSON, so the caller can fall back to its raw text.
+    """
+    if "json" not in content_type:
+        return None
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(doc, dict):
+        for key in ("detail", "message", "error"):
+            if isinstance(doc.get(key), str) and doc[key]:
+                return str(doc[key])[:500]
+    return None if doc is None else json.dumps(doc, ensure_ascii=False)[:500]
+
+
 def _error_text(body: bytes, content_type: str) -> str:
     """A short human text from an error response (the server's JSON error if any)."""
-    if "json" in content_type:
-        try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            doc = None
-        if isinstance(doc, dict):
-            for key in ("detail", "message", "error"):
-                if isinstance(doc.get(key), str) and doc[key]:
-                    return str(doc[key])[:500]
-            return json.dumps(doc, ensure_ascii=False)[:500]
+    text = json_error_text(body, content_type)
+    if text is not None:
+        return text
     if body.startswith(MAGIC):
         return "signed reply attached"
     return body[:200].decode("utf-8", "replace").strip()
+
+
+def host_port(url: httpx.URL) -> str:
+    """``host:port`` of ``url`` (the scheme's default port spelled out), for messages."""
+    return f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
 class HttpsTransport:
@@ -180,8 +197,7 @@ class HttpsTransport:
     @property
     def host(self) -> str:
         """``host:port`` for messages."""
-        port = self.url.port or (443 if self.url.scheme == "https" else 80)
-        return f"{self.url.host}:{port}"
+        return host_port(self.url)
 
     async def exchange(self, envelope: bytes) -> bytes:
         """POST the envelope; the 200 response body is the (unverified) reply envelope."""

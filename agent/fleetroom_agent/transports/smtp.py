@@ -20,7 +20,6 @@ otherwise cross the network in clear text.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import smtplib
 import ssl
 from pathlib import Path
@@ -31,19 +30,10 @@ from nacl.public import PrivateKey, PublicKey
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from fleetroom_agent.transports.base import TransportError
+from fleetroom_agent.transports.https import is_loopback
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 BUSY_RETRY_S = 300.0
 """Wait after a temporary SMTP refusal (4xx): mail servers greylist for minutes."""
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class SmtpSettings(BaseModel):
@@ -70,7 +60,7 @@ class SmtpSettings(BaseModel):
 
     @model_validator(mode="after")
     def _safe(self) -> SmtpSettings:
-        if self.security == "none" and not _is_loopback(self.host):
+        if self.security == "none" and not is_loopback(self.host):
             raise ValueError("plain SMTP is allowed only to this machine (127.0.0.1, ::1, "
                              "localhost); use security = \"starttls\" or \"tls\"")
         if (self.username is None) != (self.password is None):

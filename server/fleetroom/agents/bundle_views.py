@@ -31,20 +31,12 @@ import logging
 from typing import Final
 
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from fleetroom_protocol.envelope import (
-    SERVER,
-    EnvelopeError,
-    Sealed,
-    body_model,
-    seal,
-    split,
-    verify,
-)
-from fleetroom_protocol.messages import CONTENT_TYPE, PollBody, Reply
+from fleetroom_protocol.envelope import SERVER, EnvelopeError, Sealed, body_model, seal
+from fleetroom_protocol.messages import CONTENT_TYPE, PollBody
 from fleetroom_protocol.replay import ReplayState
 
 from fleetroom.core.audit import client_ip
@@ -53,9 +45,16 @@ from . import ratelimit
 from .bundles import latest_bundle
 from .conf import config
 from .keys import server_keys
-from .models import Agent, AgentStatus, Violation
-from .receive import seal_for, server_ctr
-from .services import do_record_violation
+from .models import Agent
+from .receive import (
+    Outcome,
+    authenticate,
+    replay_violation,
+    server_ctr,
+    signed_outcome,
+    violation_outcome,
+)
+from .views_protocol import read_envelope
 
 log = logging.getLogger(__name__)
 
@@ -80,63 +79,38 @@ def _sealed(status: int, body: bytes, retry_after: float | None = None) -> HttpR
     return response
 
 
-def _refusal(agent: Agent, sealed: Sealed, status: int, message: str,
-             retry_after: float | None = None) -> HttpResponse:
-    state = {AgentStatus.SUSPENDED: "suspended", AgentStatus.REVOKED: "revoked"}.get(
-        AgentStatus(agent.status), "ok")
-    reply = Reply.model_validate({"status": state, "message": message})
-    return _sealed(status, seal_for(agent.public_id, reply, reply_to=sealed.header.ctr),
-                   retry_after)
-
-
-def _violation(agent: Agent, sealed: Sealed, violation: Violation, source: str) -> HttpResponse:
-    updated = do_record_violation(agent, violation, ctr=sealed.header.ctr, transport=TRANSPORT,
-                                  source=source)
-    return _refusal(updated, sealed, 403, str(Violation(violation).label))
+def _response(outcome: Outcome) -> HttpResponse:
+    if outcome.body:
+        return _sealed(outcome.status, outcome.body, outcome.retry_after)
+    return _empty(outcome.status, outcome.retry_after)
 
 
 def _authenticate(data: bytes, source: str) -> tuple[Agent, Sealed, PollBody] | HttpResponse:
     """The agent and its poll, or the response refusing it (same rules as receive.py)."""
-    cfg = config()
-    wait = ratelimit.blocked("source", source, cfg.source_failure_rate)
-    if wait is not None:
-        return _empty(429, wait)
-    try:
-        sealed = split(data, max_bytes=MAX_REQUEST_BYTES)
-    except EnvelopeError as exc:
-        if exc.code == "too-large":
-            return _empty(413)
-        ratelimit.hit("source", source, cfg.source_failure_rate)
-        return _empty(400)
-    header = sealed.header
-    agent = Agent.objects.select_related("tenant").filter(public_id=header.sender).first()
-    if agent is None:
-        ratelimit.hit("source", source, cfg.source_failure_rate)
-        return _empty(401)
-    try:
-        verify(sealed, agent.verify_key)
-    except EnvelopeError:
-        ratelimit.hit("source", source, cfg.source_failure_rate)
-        return _empty(401)
+    result = authenticate(data, transport=TRANSPORT, source=source,
+                          max_bytes=MAX_REQUEST_BYTES)
+    if isinstance(result, Outcome):
+        return _response(result)
     # Validly signed from here on: refusals are signed replies, breaches are violations.
-    if agent.status == AgentStatus.REVOKED:
-        return _violation(agent, sealed, Violation.REVOKED, source)
-    if agent.status == AgentStatus.SUSPENDED:
-        return _violation(agent, sealed, Violation.SUSPENDED, source)
-    if header.to != SERVER:
-        return _violation(agent, sealed, Violation.WRONG_RECIPIENT, source)
+    agent, sealed = result
+    header = sealed.header
     if header.kind != "poll":
-        return _refusal(agent, sealed, 400, gettext("Ask for profiles with a poll."))
+        return _response(signed_outcome(agent, header, 400, "wrong-kind",
+                                        message=gettext("Ask for profiles with a poll.")))
     if not agent.tenant.active_in_tree:
-        return _refusal(agent, sealed, 403,
-                        gettext("The customer or site of this agent is deactivated."))
-    wait = ratelimit.hit("agent", agent.public_id, cfg.agent_rate)
+        return _response(signed_outcome(
+            agent, header, 403, "tenant-inactive",
+            message=gettext("The customer or site of this agent is deactivated.")))
+    wait = ratelimit.hit("agent", agent.public_id, config().agent_rate)
     if wait is not None:
-        return _refusal(agent, sealed, 429, gettext("Too many requests; try again later."), wait)
+        return _response(signed_outcome(
+            agent, header, 429, "agent-limited", retry_after=wait,
+            message=gettext("Too many requests; try again later.")))
     try:
         body = body_model(sealed, PollBody, max_bytes=MAX_REQUEST_BYTES)
     except EnvelopeError as exc:
-        return _refusal(agent, sealed, 413 if exc.code == "too-large" else 400, str(exc))
+        return _response(signed_outcome(agent, header, 413 if exc.code == "too-large" else 400,
+                                        exc.code, message=str(exc)))
     with transaction.atomic():
         locked = Agent.objects.select_for_update().get(pk=agent.pk)
         verdict, replay = ReplayState.from_text(locked.replay_state).check(header.ctr)
@@ -144,40 +118,16 @@ def _authenticate(data: bytes, source: str) -> tuple[Agent, Sealed, PollBody] | 
             locked.replay_state = replay.to_text()
             locked.save(update_fields=["replay_state"])
     if verdict != "new":
-        return _violation(agent, sealed,
-                          Violation.TOO_OLD if verdict == "too-old" else Violation.REPLAYED,
-                          source)
+        return _response(violation_outcome(agent, header, replay_violation(verdict),
+                                           TRANSPORT, source))
     return agent, sealed, body
-
-
-def _read(request: HttpRequest) -> bytes | HttpResponse:
-    """The body, capped before it is read (the same edge rules as the messages view)."""
-    if request.content_type != CONTENT_TYPE:
-        return _error(415, "unsupported_media_type",
-                      gettext("Send a Fleetroom envelope (%(type)s).") % {"type": CONTENT_TYPE})
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        length = -1
-    if length < 0:
-        return _error(411, "length_required", gettext("Send a Content-Length header."))
-    if length > MAX_REQUEST_BYTES:
-        return _error(413, "too_large", gettext("The request is too large."))
-    data = request.read(MAX_REQUEST_BYTES + 1)
-    if len(data) > MAX_REQUEST_BYTES:
-        return _error(413, "too_large", gettext("The request is too large."))
-    return data
-
-
-def _error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": code, "message": message}, status=status)
 
 
 @csrf_exempt
 @require_POST
 def profiles_latest(request: HttpRequest) -> HttpResponse:
     """Serve the newest bundle to an authenticated agent that does not have it yet."""
-    data = _read(request)
+    data = read_envelope(request, MAX_REQUEST_BYTES)
     if isinstance(data, HttpResponse):
         return data
     result = _authenticate(data, client_ip(request) or "-")

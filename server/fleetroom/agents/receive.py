@@ -139,9 +139,10 @@ def seal_for(agent_id: str, reply: Reply, *, reply_to: int | None,
                 ctr=server_ctr(), kind=kind, reply_to=reply_to)
 
 
-def _signed(agent: Agent, header: Header, status: int, reason: str, *,
-            message: str = "", retry_after: float | None = None,
-            reply: Reply | None = None) -> Outcome:
+def signed_outcome(agent: Agent, header: Header, status: int, reason: str, *,
+                   message: str = "", retry_after: float | None = None,
+                   reply: Reply | None = None) -> Outcome:
+    """A reply to ``header``'s request, sealed for ``agent`` (its status unless ``reply``)."""
     if reply is None:
         reply = Reply(status=_reply_status(agent.status), message=message)
     body = seal_for(agent.public_id, reply, reply_to=header.ctr)
@@ -249,15 +250,16 @@ def _is_duplicate(agent: Agent, ctr: int, digest: str) -> bool:
     return ReceivedBatch.objects.filter(agent=agent, ctr=ctr, envelope_sha256=digest).exists()
 
 
-def _violation(agent: Agent, header: Header, violation: Violation, transport: str,
-               source: str) -> Outcome:
+def violation_outcome(agent: Agent, header: Header, violation: Violation, transport: str,
+                      source: str) -> Outcome:
+    """Record ``violation`` for ``agent`` and answer it with a signed 403."""
     updated = do_record_violation(agent, violation, ctr=header.ctr, transport=transport,
                                   source=source)
-    return _signed(updated, header, 403, f"violation:{violation.value}",
-                   message=str(Violation(violation).label))
+    return signed_outcome(updated, header, 403, f"violation:{violation.value}",
+                          message=str(Violation(violation).label))
 
 
-def _replay_violation(verdict: str) -> Violation:
+def replay_violation(verdict: str) -> Violation:
     return Violation.TOO_OLD if verdict == "too-old" else Violation.REPLAYED
 
 
@@ -285,23 +287,19 @@ def _enqueue(batch_id: int) -> None:
 # --- the entry point -----------------------------------------------------------------
 
 
-def receive_envelope(data: bytes, *, transport: str, source: str,
-                     expected_sender: str | None = None) -> Outcome:
-    """Authenticate, check, store and acknowledge one agent message (see module doc).
+def authenticate(data: bytes, *, transport: str, source: str, max_bytes: int,
+                 expected_sender: str | None = None) -> tuple[Agent, Sealed] | Outcome:
+    """The sending agent and its envelope, or the answer refusing them.
 
-    ``transport`` is ``https``, ``mqtt`` or ``mail`` (kept with the batch);
-    ``source`` names where it came from for per-source limits and the log (client
-    address, MQTT client id, mail sender).  ``expected_sender`` is the agent id the
-    channel belongs to (the MQTT topic), if the transport knows one.  Do not call it
-    inside a transaction: acknowledgements must follow a real commit.
+    Steps 1–3 of the module doc and the policy checks of step 4 that need no
+    replay window (status, recipient, channel; each a recorded violation).
+    Shared by :func:`receive_envelope` and the profile bundle view.
     """
-    cfg = config()
-    source = (source or "-")[:200]
-    wait = ratelimit.blocked("source", source, cfg.source_failure_rate)
+    wait = ratelimit.blocked("source", source, config().source_failure_rate)
     if wait is not None:
         return Outcome(429, b"", wait, None, "source-limited")
     try:
-        sealed = split(data, max_bytes=cfg.max_envelope_bytes)
+        sealed = split(data, max_bytes=max_bytes)
     except EnvelopeError as exc:
         if exc.code == "too-large":
             return Outcome(413, reason="too-large")
@@ -317,37 +315,58 @@ def receive_envelope(data: bytes, *, transport: str, source: str,
     except EnvelopeError:
         _strike(source)
         return Outcome(401, reason="bad-signature")
-    return _authenticated(agent, sealed, data, transport[:16], source, expected_sender)
+    violation = _policy(agent, header, expected_sender)
+    if violation is not None:
+        return violation_outcome(agent, header, violation, transport, source)
+    return agent, sealed
 
 
-def _authenticated(agent: Agent, sealed: Sealed, data: bytes, transport: str, source: str,
-                   expected_sender: str | None) -> Outcome:
+def receive_envelope(data: bytes, *, transport: str, source: str,
+                     expected_sender: str | None = None) -> Outcome:
+    """Authenticate, check, store and acknowledge one agent message (see module doc).
+
+    ``transport`` is ``https``, ``mqtt`` or ``mail`` (kept with the batch);
+    ``source`` names where it came from for per-source limits and the log (client
+    address, MQTT client id, mail sender).  ``expected_sender`` is the agent id the
+    channel belongs to (the MQTT topic), if the transport knows one.  Do not call it
+    inside a transaction: acknowledgements must follow a real commit.
+    """
+    source = (source or "-")[:200]
+    transport = transport[:16]
+    result = authenticate(data, transport=transport, source=source,
+                          max_bytes=config().max_envelope_bytes,
+                          expected_sender=expected_sender)
+    if isinstance(result, Outcome):
+        return result
+    agent, sealed = result
+    return _authenticated(agent, sealed, data, transport, source)
+
+
+def _authenticated(agent: Agent, sealed: Sealed, data: bytes, transport: str,
+                   source: str) -> Outcome:
     cfg = config()
     header = sealed.header
     digest = hashlib.sha256(data).hexdigest()
-    violation = _policy(agent, header, expected_sender)
-    if violation is not None:
-        return _violation(agent, header, violation, transport, source)
     verdict, _state = ReplayState.from_text(agent.replay_state).check(header.ctr)
     duplicate = False
     if verdict != "new":
         if not _is_duplicate(agent, header.ctr, digest):
-            return _violation(agent, header, _replay_violation(verdict), transport, source)
+            return violation_outcome(agent, header, replay_violation(verdict), transport, source)
         duplicate = True
     if header.kind not in ("batch", "poll"):
-        return _signed(agent, header, 400, "wrong-kind",
+        return signed_outcome(agent, header, 400, "wrong-kind",
                        message=gettext("Agents send only batches and polls."))
     if not agent.tenant.active_in_tree:
-        return _signed(agent, header, 403, "tenant-inactive",
+        return signed_outcome(agent, header, 403, "tenant-inactive",
                        message=gettext("The customer or site of this agent is deactivated."))
     for scope, subject, rate in (("agent", agent.public_id, cfg.agent_rate),
                                  ("tenant", str(agent.tenant_id), cfg.tenant_rate)):
         wait = ratelimit.hit(scope, subject, rate)
         if wait is not None:
-            return _signed(agent, header, 429, f"{scope}-limited", retry_after=wait,
+            return signed_outcome(agent, header, 429, f"{scope}-limited", retry_after=wait,
                            message=gettext("Too many requests; try again later."))
     if header.kind == "batch" and not duplicate and _backlogged():
-        return _signed(agent, header, 503, "backlog", retry_after=BACKLOG_RETRY_S,
+        return signed_outcome(agent, header, 503, "backlog", retry_after=BACKLOG_RETRY_S,
                        message=gettext("The server is catching up; try again later."))
     body: BatchBody | PollBody
     try:
@@ -357,10 +376,10 @@ def _authenticated(agent: Agent, sealed: Sealed, data: bytes, transport: str, so
             body = body_model(sealed, PollBody, max_bytes=cfg.max_body_bytes)
     except EnvelopeError as exc:
         status = 413 if exc.code == "too-large" else 400
-        return _signed(agent, header, status, exc.code, message=str(exc))
+        return signed_outcome(agent, header, status, exc.code, message=str(exc))
     items = body.items if isinstance(body, BatchBody) else []
     if duplicate:
-        return _signed(agent, header, 200, "duplicate",
+        return signed_outcome(agent, header, 200, "duplicate",
                        reply=Reply(acked=ack_ranges(items), problems=_problems(items)))
     return _commit(agent, sealed, data, body, items, digest, transport, source)
 
@@ -384,7 +403,7 @@ def _commit(agent: Agent, sealed: Sealed, data: bytes, body: BatchBody | PollBod
             if _is_duplicate(a, header.ctr, digest):
                 duplicate = True
             else:
-                race = _replay_violation(verdict)
+                race = replay_violation(verdict)
         else:
             schedule = a.schedule_model()
             a.replay_state = replay.to_text()
@@ -412,15 +431,15 @@ def _commit(agent: Agent, sealed: Sealed, data: bytes, body: BatchBody | PollBod
                     transaction.on_commit(lambda: _enqueue(batch_id))
             commands = take_commands(a, now)
     if race is not None:
-        return _violation(agent, header, race, transport, source)
+        return violation_outcome(agent, header, race, transport, source)
     if duplicate:
-        return _signed(agent, header, 200, "duplicate",
+        return signed_outcome(agent, header, 200, "duplicate",
                        reply=Reply(acked=ack_ranges(items), problems=_problems(items)))
     # Committed: now, and only now, the items may be acknowledged.
     reply = Reply(acked=ack_ranges(items), problems=_problems(items), commands=commands,
                   schedule=schedule if state.schedule_version < a.schedule_version else None,
                   poll_after_s=schedule.command_poll_s)
-    return _signed(a, header, 200, "ok", reply=reply)
+    return signed_outcome(a, header, 200, "ok", reply=reply)
 
 
 def _store_batch(agent: Agent, header: Header, data: bytes, items: list[WireItem],
@@ -476,5 +495,6 @@ def _insert_item_keys(agent_pk: int, batch_pk: int, items: Iterable[WireItem],
             cur.executemany(sql, rows[start:start + INSERT_CHUNK])
 
 
-__all__ = ["Outcome", "ack_ranges", "push_commands", "receive_envelope",
-           "seal_for", "server_ctr", "take_commands"]
+__all__ = ["Outcome", "ack_ranges", "authenticate", "push_commands", "receive_envelope",
+           "replay_violation", "seal_for", "server_ctr", "signed_outcome", "take_commands",
+           "violation_outcome"]

@@ -62,11 +62,15 @@ def is_overdue(a: Agent, now: datetime | None = None) -> bool:
             and a.silent_after < now)
 
 
+def overdue_q(now: datetime | None = None) -> Q:
+    """The database form of :func:`is_overdue` (for filtering and excluding)."""
+    return Q(status=AgentStatus.ACTIVE, silent_after__lt=now or timezone.now())
+
+
 def overdue_agents(user: Any, *, within: Tenant | None = None,
                    now: datetime | None = None) -> QuerySet[Agent]:
     """Active agents not heard from for 3 status-poll intervals (at least 15 min)."""
-    now = now or timezone.now()
-    return agents(user, within=within).filter(status=AgentStatus.ACTIVE, silent_after__lt=now)
+    return agents(user, within=within).filter(overdue_q(now))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,19 +20,17 @@ Rules every view here keeps (checked by ``server/tests/test_agents_matrix.py``):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -40,12 +38,12 @@ from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 from fleetroom_protocol.messages import AgentState, Schedule
 from pydantic import ValidationError as PydanticValidationError
 
 from fleetroom.accounts.models import User
 from fleetroom.core.scoping import has_permission, scope
+from fleetroom.fleet.views import login_required
 from fleetroom.tenancy.permissions import Permission
 
 from . import display, selectors, services
@@ -68,27 +66,8 @@ RECENT = 20
 """Rows of commands, gaps, item problems and events on the agent page."""
 RESULTS_TARGET = "agent-results"
 
-_V = TypeVar("_V", bound=Callable[..., HttpResponseBase])
-
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def login_required(view: _V) -> _V:
-    """Django's ``login_required``; an htmx request is told to load the login page as a
-    whole page (``HX-Redirect``) instead of swapping it into the table."""
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.user.is_authenticated:
-            return view(request, *args, **kwargs)
-        htmx = getattr(request, "htmx", None)
-        if htmx:
-            here = htmx.current_url_abs_path or request.get_full_path()
-            return HttpResponseClientRedirect(redirect_to_login(here).url)
-        return redirect_to_login(request.get_full_path())
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _fragment_requested(request: HttpRequest, target: str) -> bool:
@@ -182,11 +161,12 @@ def _subnav(request: HttpRequest, here: str) -> list[dict[str, Any]]:
 
 
 def _form_page(request: HttpRequest, form: forms.Form, *, title: str, submit: str,
-               back: str, intro: str = "", danger: bool = False, status: int = 200,
-               action: str = "") -> HttpResponse:
-    return render(request, "agents/form.html", {
+               back: str, intro: str = "", danger: bool = False,
+               status: int = 200) -> HttpResponse:
+    """The project's one-form page (it posts back to the URL that rendered it)."""
+    return render(request, "tenancy/form.html", {
         "form": form, "title": title, "submit": submit, "back": back, "intro": intro,
-        "danger": danger, "action": action}, status=status)
+        "danger": danger}, status=status)
 
 
 # --- the list --------------------------------------------------------------------------
@@ -340,8 +320,7 @@ def agent_command(request: HttpRequest, agent_id: UUID) -> HttpResponse:
                 "command": cmd.get_kind_display()})
             return redirect(_detail(agent, "commands"))
     return _form_page(request, form, title=_("Command for %(name)s") % {"name": agent},
-                      submit=_("Send command"), back=_detail(agent, "commands"), status=400,
-                      action=reverse("agents:agent_command", args=[agent.public_id]))
+                      submit=_("Send command"), back=_detail(agent, "commands"), status=400)
 
 
 @require_POST

@@ -49,6 +49,14 @@ def _read(request: HttpRequest, cap: int) -> bytes | HttpResponse:
     return data
 
 
+def read_envelope(request: HttpRequest, cap: int) -> bytes | HttpResponse:
+    """A sealed envelope's bytes, or the response refusing it (415, 411, 413)."""
+    if request.content_type != CONTENT_TYPE:
+        return _error(415, "unsupported_media_type",
+                      _("Send a Fleetroom envelope (%(type)s).") % {"type": CONTENT_TYPE})
+    return _read(request, cap)
+
+
 def _error(status: int, code: str, message: str, retry_after: float | None = None,
            ) -> JsonResponse:
     response = JsonResponse({"error": code, "message": message}, status=status)
@@ -85,10 +93,7 @@ def enroll_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def messages_view(request: HttpRequest) -> HttpResponse:
     """``POST /agent/v1/messages``: one signed envelope in, the signed reply out."""
-    if request.content_type != CONTENT_TYPE:
-        return _error(415, "unsupported_media_type",
-                      _("Send a Fleetroom envelope (%(type)s).") % {"type": CONTENT_TYPE})
-    data = _read(request, config().max_envelope_bytes)
+    data = read_envelope(request, config().max_envelope_bytes)
     if isinstance(data, HttpResponse):
         return data
     outcome = receive_envelope(data, transport="https", source=client_ip(request) or "-")

@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .snmpd_fleet import SnmpdFleet, SnmpdUser
 from .synthetic import DATA_DIR
@@ -88,8 +88,18 @@ def _agent_config(directory: Path, targets: list[str], status_port: int) -> Path
     return path
 
 
+class _Agent(NamedTuple):
+    """One started demo agent."""
+
+    site: str
+    proc: subprocess.Popen[bytes]
+    status_port: int
+    password: str
+    directory: Path
+
+
 def _start_agents(data_dir: Path, seeded: dict[str, Any], fleet: SnmpdFleet, agents_url: str,
-                  env: dict[str, str]) -> list[tuple[str, subprocess.Popen[bytes], int, str]]:
+                  env: dict[str, str]) -> list[_Agent]:
     """Enroll and start one agent per site, each on its share of the fleet."""
     agent = _exe("fleetroom-agent")
     ca = str(data_dir / "tls" / "ca.pem")
@@ -117,7 +127,7 @@ def _start_agents(data_dir: Path, seeded: dict[str, Any], fleet: SnmpdFleet, age
         log = (directory / "agent.log").open("ab")
         proc = subprocess.Popen([agent, "run", "--config", str(config)],  # noqa: S603
                                 env=agent_env, stdout=log, stderr=subprocess.STDOUT)
-        started.append((site["name"], proc, port, password))
+        started.append(_Agent(site["name"], proc, port, password, directory))
     return started
 
 
@@ -168,8 +178,7 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes],
 
 
 def _print_logins(url: str, seeded: dict[str, Any], fleet: SnmpdFleet,
-                  agents: list[tuple[str, subprocess.Popen[bytes], int, str]],
-                  status: dict[str, Any], data_dir: Path) -> None:
+                  agents: list[_Agent], status: dict[str, Any]) -> None:
     print(f"\nFleetroom is running at {url}\n\nLogins (fresh passwords on every run):",
           flush=True)
     for a in seeded["accounts"]:
@@ -177,9 +186,9 @@ def _print_logins(url: str, seeded: dict[str, Any], fleet: SnmpdFleet,
     print(f"\nServer: {status.get('agents')} agent(s), {status.get('devices')} device(s), "
           f"{status.get('readings')} reading(s) so far (fleetroom status --json).")
     print("\nAgents (each with its local status page, user-less, password only):")
-    for (name, _proc, port, password), i in zip(agents, range(len(agents)), strict=True):
-        print(f"  {name:24} http://127.0.0.1:{port}/   password {password}   "
-              f"data {data_dir / f'agent-site{i + 1}'}")
+    for a in agents:
+        print(f"  {a.site:24} http://127.0.0.1:{a.status_port}/   password {a.password}   "
+              f"data {a.directory}")
     ep = fleet.endpoints[0].address
     user = DEMO_USER
     print(f"""
@@ -187,7 +196,7 @@ Platform and dealer accounts must set up two-factor authentication (an authentic
 app) at their first login: that is the default policy for those roles.
 
 While it runs you can also try (from this directory):
-  uv run fleetroom-agent status --json --data-dir {data_dir / 'agent-site1'}
+  uv run fleetroom-agent status --json --data-dir {agents[0].directory}
   uv run fleetroom-agent probe {ep} --community public
   uv run fleetroom-agent probe {ep} --v3-user {user.name} --auth-proto SHA256 \\
       --auth-key {user.auth_key} --priv-proto AES256 --priv-key {user.priv_key}
@@ -250,13 +259,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"the server did not come up at {where}", file=sys.stderr)
                     return 1
             agents = _start_agents(data_dir, seeded, fleet, f"https://{agents_bind}", env)
-            procs += [proc for _n, proc, _p, _pw in agents]
+            procs += [a.proc for a in agents]
             print(f"\nAgents are reading the fleet and sending over HTTPS to "
                   f"https://{agents_bind}/ …", flush=True)
             status = _wait_for_readings(
-                setup_env, [data_dir / f"agent-site{i + 1}" for i in range(len(agents))],
-                READINGS_TIMEOUT_S)
-            _print_logins(url, seeded, fleet, agents, status, data_dir)
+                setup_env, [a.directory for a in agents], READINGS_TIMEOUT_S)
+            _print_logins(url, seeded, fleet, agents, status)
             if args.once:
                 return 0 if status.get("readings") else 1
             print("Fleet, server and agents running; press Ctrl-C to stop.", flush=True)

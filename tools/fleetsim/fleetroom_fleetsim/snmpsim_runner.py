@@ -63,6 +63,12 @@ def _responder() -> str:
     return found
 
 
+def responder_command() -> list[str]:
+    """``snmpsim-command-responder`` with the options to drop root, as every caller
+    starts it (add ``--cache-dir``, ``--data-dir`` and the endpoint)."""
+    return [_responder(), *_process_user_args()]
+
+
 @dataclass
 class SnmpSimulator:
     """snmpsim on ``host:port`` serving ``data_dirs``.  Use as a context manager."""
@@ -89,7 +95,7 @@ class SnmpSimulator:
         endpoint = (f"[{self.host}]:{self.port}" if ":" in self.host
                     else f"{self.host}:{self.port}")
         endpoint_flag = "--agent-udpv6-endpoint" if ":" in self.host else "--agent-udpv4-endpoint"
-        cmd = [_responder(), *_process_user_args(), f"--cache-dir={cache}",
+        cmd = [*responder_command(), f"--cache-dir={cache}",
                "--log-level=error", "--v3-engine-id=auto"]
         cmd += [f"--data-dir={d}" for d in self._stage_data()]
         for u in self.v3_users:
@@ -115,7 +121,7 @@ class SnmpSimulator:
         stems = [p.stem for d in self.data_dirs for p in sorted(Path(d).glob("*.snmprec"))]
         if not stems:
             return
-        packet = _get_packet(stems[0])
+        packet = sysdescr_get_packet(stems[0])
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(0.5)
@@ -176,8 +182,8 @@ class SnmpSimulator:
         self.stop()
 
 
-def _get_packet(community: str) -> bytes:
-    """A v2c GET of sysDescr.0, encoded with pysnmp's protocol models."""
+def sysdescr_get_packet(community: str) -> bytes:
+    """A v2c GET of sysDescr.0, encoded with pysnmp's protocol models (a readiness probe)."""
     from pyasn1.codec.ber import encoder
     from pysnmp.proto import api
 

@@ -436,11 +436,10 @@ def _filtered_agents(user: User, f: AgentFilters) -> QuerySet[Agent]:
     if f.tenant is not None:
         within = get_object_or_404_scoped(Tenant, user, VIEW, pk=f.tenant)
     qs = selectors.agents(user, within=within)
-    now = timezone.now()
     if f.overdue is True:
-        qs = qs.filter(status="active", silent_after__lt=now)
+        qs = qs.filter(selectors.overdue_q())
     elif f.overdue is False:
-        qs = qs.exclude(status="active", silent_after__lt=now)
+        qs = qs.exclude(selectors.overdue_q())
     if f.status is not None:
         qs = qs.filter(status=f.status)
     for word in (f.q or "").split():
