@@ -202,6 +202,37 @@ def test_tenant_comes_from_the_agent_row_never_the_payload(client, tree):
     assert other.row.last_seen is None
 
 
+def test_another_dealers_agent_claiming_a_device_is_refused_and_flagged(client, tree):
+    """Dealer two's agent reporting dealer one's printer (its serial, e.g. read off
+    the label): the item is a problem, the printer stays, one security event for that
+    agent counts every further claim until someone acknowledges it."""
+    from fleetroom.agents.models import SecurityEvent, SecurityEventKind
+
+    owner = FakeAgent(client, tree["s1"], hostname="owner")
+    claimer = FakeAgent(client, tree["c2"], hostname="claimer")
+    owner.send(owner.batch(readings_items(owner, ["alerts"])))
+    do_process_batch(ReceivedBatch.objects.get().pk)
+    (device,) = Device.objects.all()
+    serial = rec_text(recording("alerts"), SERIAL)
+    assert device.serial == serial
+    for _ in range(2):
+        claimer.send(claimer.batch(readings_items(claimer, ["alerts"])))
+        do_process_batch(ReceivedBatch.objects.filter(agent=claimer.row)
+                         .order_by("-pk").first().pk)
+    device.refresh_from_db()
+    assert device.tenant == tree["s1"]
+    assert not Reading.objects.filter(tenant=tree["c2"]).exists()
+    items = list(ReceivedItem.objects.filter(agent=claimer.row))
+    assert len(items) == 2
+    assert {i.state for i in items} == {ItemState.PROBLEM}
+    assert all("another dealer" in i.error and serial in i.error for i in items)
+    (event,) = SecurityEvent.objects.filter(kind=SecurityEventKind.DEVICE_CLAIMED)
+    assert (event.tenant, event.agent) == (tree["c2"], claimer.row)
+    assert event.detail["count"] == 2
+    assert event.detail["devices"] == [f"{device.manufacturer} {serial}"]
+    assert not SecurityEvent.objects.filter(agent=owner.row).exists()
+
+
 def test_result_for_another_agents_command_is_refused(client, tree):
     from fleetroom.agents.services import do_issue_command
     from fleetroom.core.scoping import SYSTEM

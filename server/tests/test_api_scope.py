@@ -138,17 +138,22 @@ def test_deactivated_tenant_disappears_from_tokens(world, client):
 
 def test_a_moved_devices_old_history_stays_with_the_old_tenant(world, client):
     """Readings carry the reporting tenant: after a move the new owner sees the device
-    but not the readings its previous customer reported."""
-    from fleetroom.fleet.services import ingest_reading
+    but not the readings its previous customer reported.  (The device changes dealers,
+    so the operator moves it first: another dealer's agent cannot take it.)"""
+    from fleetroom.core.scoping import SYSTEM
+    from fleetroom.fleet.services import do_update_device, ingest_reading
 
     from server.tests.test_api_support import T0, reading
 
     old = world.readings["s31"][0]
+    device_id = world.devices["s31"]
+    do_update_device(Device.objects.get(pk=device_id), acting_user=SYSTEM,
+                     tenant=world.tenants["s11"], location=None, tags=[], asset_number="",
+                     cost_centre="")
     moved = reading("S31D", T0 + __import__("datetime").timedelta(days=1), total=950,
                     manufacturer="Ricoh", model="IM C3000", ip="10.0.0.99",
                     mac=old.identity.mac or "", black=85.0)
-    ingest_reading(moved, tenant=world.tenants["s11"])
-    device_id = world.devices["s31"]
+    assert ingest_reading(moved, tenant=world.tenants["s11"]).outcome == "stored"
     assert Device.objects.get(pk=device_id).tenant_id == world.tenants["s11"].pk
     c1 = issue(world.users["c1_viewer"])
     body = get(client, f"/api/v1/devices/{device_id}/readings", c1).json()

@@ -25,13 +25,15 @@ from fleetroom.fleet.models import (
     SupplyLevel,
 )
 from fleetroom.fleet.services import (
+    FOREIGN_DEVICE,
     IngestError,
+    do_update_device,
     ingest_reading,
     ingest_readings,
     status_summary,
 )
 from fleetroom.tenancy.permissions import Permission
-from fleetroom.tenancy.services import do_grant_membership
+from fleetroom.tenancy.services import do_create_tenant, do_grant_membership
 from fleetroom_protocol import Counter, Missing
 
 from server.tests.test_fleet_support import (
@@ -303,31 +305,67 @@ def test_placeholder_serials_are_not_identities(tree, placeholder):
     assert a.identity_weak
 
 
-def test_resold_device_moves_and_its_history_stays(tree):
+def test_resold_device_moves_within_its_dealer_and_its_history_stays(tree):
     reading = at(agent_reading("demo-ricoh-imc3000"), timezone.now() - timedelta(days=2))
+    c3 = do_create_tenant(tree["d1"], "customer", "Initech", SYSTEM)  # same dealer as s1
     a = ingest_reading(reading, tenant=tree["s1"])
-    b = ingest_reading(later(reading, 60 * 24), tenant=tree["c2"])  # another dealer's customer
+    b = ingest_reading(later(reading, 60 * 24), tenant=c3)
+    assert b.outcome == "stored"
     assert b.device_id == a.device_id
     device = Device.objects.get(pk=a.device_id)
-    assert device.tenant == tree["c2"]
+    assert device.tenant == c3
     assert "moved" in b.events
     ev = DeviceEvent.objects.get(kind="moved")
-    assert ev.details == {"from_tenant_id": tree["s1"].pk, "to_tenant_id": tree["c2"].pk}
+    assert ev.details == {"from_tenant_id": tree["s1"].pk, "to_tenant_id": c3.pk}
     # An old reading arriving late does not move it back.
     ingest_reading(later(reading, 60), tenant=tree["s1"])
     device.refresh_from_db()
-    assert device.tenant == tree["c2"]
+    assert device.tenant == c3
     # Each tenant sees its own part of the history, nothing of the other's.
     old_owner = User.objects.create_user(username="acme", email="acme@example.com")
-    new_owner = User.objects.create_user(username="globex", email="globex@example.com")
+    new_owner = User.objects.create_user(username="initech", email="initech@example.com")
     do_grant_membership(old_owner, tree["c1"], acting_user=SYSTEM, role="customer_viewer")
-    do_grant_membership(new_owner, tree["c2"], acting_user=SYSTEM, role="customer_viewer")
+    do_grant_membership(new_owner, c3, acting_user=SYSTEM, role="customer_viewer")
     mine = Reading.objects.for_user(old_owner, Permission.VIEW_FLEET)
     assert sorted(mine.values_list("tenant_id", flat=True)) == [tree["s1"].pk] * 2
     assert list(selectors.devices(old_owner)) == []
     assert list(selectors.devices(new_owner)) == [device]
     theirs = CounterValue.objects.for_user(new_owner, Permission.VIEW_FLEET)
     assert list(theirs.values_list("reading_id", flat=True)) == [b.reading_id]
+
+
+def test_another_dealers_agent_cannot_take_a_device_by_its_serial(tree):
+    """Identity is global, so dealer two's agent quoting dealer one's serial would
+    otherwise move the printer (and its future readings) into dealer two: refused,
+    audited, nothing of either tenant written; other readings of the call go on."""
+    reading = at(agent_reading("demo-ricoh-imc3000"), timezone.now() - timedelta(days=2))
+    own = ingest_reading(reading, tenant=tree["s1"])
+    other = at(agent_reading("demo-kyocera-m3145"), timezone.now() - timedelta(days=1))
+    counts = (Reading.objects.count(), CounterValue.objects.count(), DeviceEvent.objects.count())
+    summary = ingest_readings([later(reading, 60 * 24), other], tenant=tree["c2"])
+    assert (summary.stored, summary.rejected) == (1, 1)
+    (position, why), = summary.problems
+    assert position == 0
+    assert "another dealer" in why
+    assert reading.identity.serial in why
+    assert summary.problem_codes == {0: FOREIGN_DEVICE}
+    device = Device.objects.get(pk=own.device_id)
+    assert device.tenant == tree["s1"]
+    assert not DeviceEvent.objects.filter(kind="moved").exists()
+    # Only the other printer's reading (and its own creation event) was written.
+    assert Reading.objects.count() == counts[0] + 1
+    assert not Reading.objects.filter(device=device, tenant=tree["c2"]).exists()
+    assert CounterValue.objects.filter(tenant=tree["c2"]).count() == len(other.counters)
+    claim = AuditEvent.objects.get(action="device.claim_refused")
+    assert claim.tenant_id == tree["c2"].pk  # the reporting tenant's chain
+    assert claim.data["from_tenant_id"] == tree["s1"].pk
+    assert claim.data["serial"] == reading.identity.serial
+    # Once the operator has moved it (a device that really changed dealers), the
+    # same reading is filed.
+    do_update_device(device, acting_user=SYSTEM, tenant=tree["c2"], location=None, tags=[],
+                     asset_number="", cost_centre="")
+    again = ingest_reading(later(reading, 60 * 24), tenant=tree["c2"])
+    assert (again.outcome, again.device_id) == ("stored", device.pk)
 
 
 # --- counters ----------------------------------------------------------------------

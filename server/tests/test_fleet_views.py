@@ -684,9 +684,13 @@ def test_chart_fragment_for_htmx(world):
 def test_detail_history_names_only_tenants_in_scope(world):
     t, devices, u = world
     # Globex's device is resold to Acme Hamburg: the move event names Globex's site.
+    # (Another dealer's customer: the operator moves it, then Hamburg's agent reads it.)
     spec = BY_SERIAL["GX0007"]
-    ingest_reading(reading(spec, NOW - timedelta(minutes=5)), tenant=t["hamburg"])
     device = devices["GX0007"]
+    do_update_device(device, acting_user=SYSTEM, tenant=t["hamburg"], location=None, tags=[],
+                     asset_number="", cost_centre="")
+    assert ingest_reading(reading(spec, NOW - timedelta(minutes=5)),
+                          tenant=t["hamburg"]).outcome == "stored"
     html = client_for(u["acme_admin"]).get(reverse("fleet:device_detail",
                                                    args=[device.pk])).text
     assert "Moved to another tenant" in html

@@ -20,10 +20,13 @@ import pytest
 from tests.support.e2e_stack import Stack, running_stack
 
 SITES = ("https", "mqtt", "mail", "latency", "tenant-a", "tenant-b")
+SECOND_DEALER = ("tenant-b",)
+"""Sites under a second dealer: the isolation tests run across dealers."""
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("e2e"), SITES) as s:
+    with running_stack(tmp_path_factory.mktemp("e2e"), SITES,
+                       second_dealer=SECOND_DEALER) as s:
         print(f"\ne2e stack (Mosquitto, fleetroom serve, sites) ready in {s.started_in_s:.1f} s")
         yield s

@@ -236,7 +236,11 @@ def test_a_batch_claiming_b_lands_in_a_or_nowhere(tenants: Tenants) -> None:
     states = {(r["stream"], r["seq"]): (r["state"], r["error"]) for r in rows}
     seq = b_item["seq"]
     assert states[("readings", seq)] == ("done", "")
-    assert states[("readings", seq + 1)] == ("done", "")
+    # B's printer by its serial: A is another dealer's agent, so the reading is refused
+    # (the printer would otherwise move to A with all its future readings).
+    assert states[("readings", seq + 1)][0] == "problem"
+    assert "another dealer" in states[("readings", seq + 1)][1]
+    assert tenants.b_serial in states[("readings", seq + 1)][1]
     assert states[("readings", seq + 2)][0] == "problem"
     assert "tenant" in states[("readings", seq + 2)][1]
     assert states[("results", 1)] == ("problem", "result for a command this agent was not given")
@@ -246,22 +250,24 @@ def test_a_batch_claiming_b_lands_in_a_or_nowhere(tenants: Tenants) -> None:
     (cmd,) = server.query("SELECT status, result_at FROM agents_agentcommand WHERE "
                           "command_id = ?", (b_command,))
     assert (cmd["status"], cmd["result_at"]) == ("pending", None)
-    # A: two readings, both in tenant A; B's weak device got a twin in A, not a reading.
+    # A: one reading, in tenant A; B's weak device got a twin in A, not a reading.
     a_readings = server.query("SELECT tenant_id, device_id FROM fleet_reading WHERE "
                               "agent_id = ?", (a_pk,))
-    assert [r["tenant_id"] for r in a_readings] == [tenants.site_a] * 2
+    assert [r["tenant_id"] for r in a_readings] == [tenants.site_a]
     keys = {r["identity_key"]: r["tenant_id"] for r in server.query(
         "SELECT identity_key, tenant_id FROM fleet_device WHERE identity_key LIKE 'address/%'")}
     assert keys[f"address/{tenants.site_a}/{tenants.b_weak_host}"] == tenants.site_a
     assert keys[f"address/{tenants.site_b}/{tenants.b_weak_host}"] == tenants.site_b
     assert not server.query("SELECT id FROM fleet_reading WHERE agent_id = ? AND tenant_id = ?",
                             (a_pk, tenants.site_b))
-    # By design (fleet/services.py, identity rule 2) a strongly identified printer reported
-    # by another tenant's agent follows the report ("moved"); B's history stays with B.
-    moved = server.query("SELECT tenant_id FROM fleet_device WHERE serial = ?",
-                         (tenants.b_serial,))
-    print(f"\nB's printer {tenants.b_serial} claimed by A: now in tenant "
-          f"{'A' if moved[0]['tenant_id'] == tenants.site_a else 'B'}")
+    # B's printer stays with B; the claim is a security event of agent A.
+    (printer,) = server.query("SELECT tenant_id FROM fleet_device WHERE serial = ?",
+                              (tenants.b_serial,))
+    assert printer["tenant_id"] == tenants.site_b
+    claims = server.query("SELECT tenant_id, agent_id, detail FROM agents_securityevent "
+                          "WHERE kind = 'device_claimed'")
+    assert [(c["tenant_id"], c["agent_id"]) for c in claims] == [(tenants.site_a, a_pk)]
+    assert tenants.b_serial in claims[0]["detail"]
 
 
 def test_a_message_addressed_to_b_is_a_violation_of_a(tenants: Tenants) -> None:

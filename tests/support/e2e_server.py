@@ -120,9 +120,11 @@ class FleetroomServer:
                        str(uses), "--json").stdout
         return str(json.loads(out.strip().splitlines()[-1])["token"])
 
-    def create_sites(self, names: Sequence[str]) -> dict[str, int]:
-        """A customer with one site per name under a fresh operator and dealer, through
-        the tenancy services; returns site name → tenant id."""
+    def create_sites(self, names: Sequence[str], *,
+                     second_dealer: Sequence[str] = ()) -> dict[str, int]:
+        """A customer with one site per name under a fresh operator and dealer (the
+        names in ``second_dealer`` under a second dealer), through the tenancy
+        services; returns site name → tenant id."""
         code = f"""
 import json
 from fleetroom.core.scoping import SYSTEM
@@ -130,9 +132,11 @@ from fleetroom.tenancy.models import TenantKind
 from fleetroom.tenancy.services import do_create_tenant
 operator = do_create_tenant(None, TenantKind.OPERATOR, "E2E Operator", SYSTEM)
 dealer = do_create_tenant(operator, TenantKind.DEALER, "E2E Dealer", SYSTEM)
+second = do_create_tenant(operator, TenantKind.DEALER, "E2E Second Dealer", SYSTEM)
 out = {{}}
 for name in {list(names)!r}:
-    customer = do_create_tenant(dealer, TenantKind.CUSTOMER, "Customer " + name, SYSTEM)
+    parent = second if name in {list(second_dealer)!r} else dealer
+    customer = do_create_tenant(parent, TenantKind.CUSTOMER, "Customer " + name, SYSTEM)
     out[name] = do_create_tenant(customer, TenantKind.SITE, "Site " + name, SYSTEM).pk
 print(json.dumps(out))
 """

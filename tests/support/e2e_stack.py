@@ -57,16 +57,18 @@ def mosquitto_available() -> bool:
 
 
 @contextlib.contextmanager
-def running_stack(base: Path, sites: Sequence[str]) -> Iterator[Stack]:
+def running_stack(base: Path, sites: Sequence[str], *,
+                  second_dealer: Sequence[str] = ()) -> Iterator[Stack]:
     """Broker (if installed), then ``fleetroom serve`` configured for it and for its
-    SMTP intake, then one site per name; everything stopped on exit."""
+    SMTP intake, then one site per name (those in ``second_dealer`` under another
+    dealer); everything stopped on exit."""
     t0 = time.monotonic()
     with contextlib.ExitStack() as exits:
         broker = exits.enter_context(Mosquitto()) if mosquitto_available() else None
         server = FleetroomServer(base, broker=broker, mail_intake=True)
         exits.callback(server.stop)
         server.start()
-        made = server.create_sites(sites)
+        made = server.create_sites(sites, second_dealer=second_dealer)
         pool = exits.enter_context(ThreadPoolExecutor(1, thread_name_prefix="e2e-tokens"))
         exits.callback(pool.shutdown, cancel_futures=True)
         tokens = {name: pool.submit(server.enrollment_token, made[name]) for name in sites}

@@ -169,6 +169,8 @@ _DETAIL_LABELS: Final[dict[str, Promise]] = {
     "hostname": gettext_lazy("host name"),
     "prefix": gettext_lazy("token"),
     "last_seen": gettext_lazy("last seen"),
+    "devices": gettext_lazy("devices"),
+    "last_at": gettext_lazy("last time"),
 }
 _VIOLATIONS: Final = dict(Violation.choices)
 
@@ -180,6 +182,8 @@ def _detail_value(key: str, value: Any) -> str:
         return str(REFUSALS[value][0])
     if value is None:
         return "–"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 

@@ -416,6 +416,7 @@ class SecurityEventKind(models.TextChoices):
     POLICY_VIOLATION = "policy_violation", _("An agent sent a request that broke policy")
     AGENT_SUSPENDED = "agent_suspended", _("An agent was suspended")
     AGENT_SILENT = "agent_silent", _("An agent stopped reporting")
+    DEVICE_CLAIMED = "device_claimed", _("An agent reported a device of another dealer")
 
 
 class SecurityEvent(models.Model):

@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from fleetroom.core.scoping import require_permission
-from fleetroom.fleet.services import IngestError, ingest_readings
+from fleetroom.fleet.services import FOREIGN_DEVICE, IngestError, ingest_readings
 from fleetroom.tenancy.permissions import Permission
 
 from .conf import config
@@ -70,6 +70,7 @@ from .models import (
     ReceivedBatch,
     ReceivedItem,
 )
+from .services import do_note_device_claims
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,12 @@ class ProcessReport:
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 1] + "…"
+
+
+def _device_label(reading: Reading) -> str:
+    """Manufacturer and serial as the agent reported them (for a security event)."""
+    ident = reading.identity
+    return _short(f"{ident.manufacturer or ident.vendor or ''} {ident.serial or ''}".strip())
 
 
 def _validation_message(prefix: str, exc: PydanticValidationError) -> str:
@@ -298,6 +305,11 @@ def _file_items(agent: Agent, work: list[tuple[ReceivedBatch, list[Entry]]],
                     report.problems[pk] = _short(rejected[position])
                 else:
                     done.append(pk)
+            claims = [position for position, code in summary.problem_codes.items()
+                      if code == FOREIGN_DEVICE]
+            if claims:
+                do_note_device_claims(agent, sorted({_device_label(readings[p][1])
+                                                     for p in claims}))
     return done
 
 

@@ -666,6 +666,32 @@ def do_flag_silent_agents(now: datetime | None = None) -> int:
     return flagged
 
 
+CLAIM_DETAIL_DEVICES: Final = 20
+"""Devices named in a device-claim event's detail (the count covers the rest)."""
+
+
+def do_note_device_claims(agent: Agent, devices: list[str]) -> SecurityEvent:
+    """An agent's readings named devices registered with another dealer (refused by
+    ingest, see :meth:`fleetroom.fleet.services._Chunk._may_take`): one open security
+    event per agent, counted up while nobody has acknowledged it, so an agent that
+    reads the same foreign printer every three hours does not flood the list."""
+    with transaction.atomic():
+        open_event = (SecurityEvent.objects.select_for_update()
+                      .filter(agent=agent, kind=SecurityEventKind.DEVICE_CLAIMED,
+                              acknowledged_at__isnull=True).order_by("-pk").first())
+        if open_event is None:
+            return _security_event(agent.tenant, SecurityEventKind.DEVICE_CLAIMED, agent=agent,
+                                   detail={"devices": devices[:CLAIM_DETAIL_DEVICES],
+                                           "count": len(devices)})
+        named = list(open_event.detail.get("devices", []))
+        named += [d for d in devices if d not in named]
+        open_event.detail = {"devices": named[:CLAIM_DETAIL_DEVICES],
+                             "count": int(open_event.detail.get("count", 0)) + len(devices),
+                             "last_at": timezone.now().isoformat()}
+        open_event.save(update_fields=["detail"])
+        return open_event
+
+
 __all__ = [
     "ALERTING",
     "REFUSALS",
@@ -676,6 +702,7 @@ __all__ = [
     "do_create_enrollment_token",
     "do_flag_silent_agents",
     "do_issue_command",
+    "do_note_device_claims",
     "do_record_violation",
     "do_reenroll_agent",
     "do_rename_agent",

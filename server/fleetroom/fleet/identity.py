@@ -4,7 +4,8 @@ Architecture rule 2: identity is manufacturer + serial, never the IP.  In order:
 
 1. **Strong** — a plausible serial *and* a manufacturer (the builder, else the
    brand): ``serial/<MANUFACTURER>/<SERIAL>``, unique over the whole installation.
-   The same printer reported by another customer's agent is the same row; it moves.
+   The same printer reported by another customer's agent of the same dealer is the
+   same row; it moves.  Reported by another dealer's agent it is refused (ingest).
 2. **Weak** — no usable serial or no manufacturer.  Such a device cannot be told
    apart from another one on a different network, so its key includes the
    reporting tenant: ``mac/<tenant id>/<mac>``, else ``address/<tenant id>/<ip or

@@ -9,7 +9,9 @@ Design, and why:
 * **Identity is global** (architecture rule 2): one ``Device`` row per physical
   device, keyed by ``identity_key`` = normalised manufacturer + serial, unique over
   the whole installation.  A printer that is resold to another customer is the same
-  printer, so it *moves* (``DeviceEvent`` ``moved``) instead of being duplicated.
+  printer, so it *moves* (``DeviceEvent`` ``moved``) instead of being duplicated —
+  within its dealer; another dealer's agent reporting it is refused, so that no
+  dealer can take another's device by quoting its serial (the operator moves it).
   Devices without a usable serial cannot be told apart across networks, so their
   key is scoped to the tenant that reported them (MAC, else address) and they are
   flagged ``identity_weak``; see :mod:`fleetroom.fleet.identity`.

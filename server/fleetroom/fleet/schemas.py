@@ -41,7 +41,9 @@ class EventDetails(_Strict):
 
 class DeviceAudit(_Strict):
     """Audit data of ``device.moved`` / ``device.serial_changed`` /
-    ``device.identity_upgraded`` (no floats: the audit hash must survive jsonb)."""
+    ``device.identity_upgraded`` / ``device.claim_refused`` (no floats: the audit hash
+    must survive jsonb).  For a refused claim ``from_tenant_id`` is the tenant that
+    keeps the device."""
 
     identity_key: str
     identity_kind: str
@@ -113,6 +115,7 @@ AUDIT_ACTIONS: dict[str, type[BaseModel]] = {
     "device.moved": DeviceAudit,
     "device.serial_changed": DeviceAudit,
     "device.identity_upgraded": DeviceAudit,
+    "device.claim_refused": DeviceAudit,
     "device.updated": DeviceUpdated,
     "device.exported": DevicesExported,
 }

@@ -48,7 +48,8 @@ the winner's rows are visible and are found as existing device or duplicate.
 
 **Audit.**  On the *reporting* tenant's chain (one chain per transaction, as
 :mod:`~fleetroom.core.audit` asks): ``device.moved``, ``device.serial_changed`` and
-``device.identity_upgraded`` one row per device — identity decisions a person may
+``device.identity_upgraded`` one row per device, ``device.claim_refused`` one per
+refused reading (another dealer's device) — identity decisions a person may
 have to review — and ``device.discovered`` one row per chunk listing the devices it
 created (an agent's first upload brings hundreds; a hash-chained row each cost
 two thirds of that batch's time).  Readings themselves are data, not decisions,
@@ -143,6 +144,12 @@ class IngestResult:
     warnings: tuple[str, ...] = ()
     """Values that could not be stored as rows (kept in the payload)."""
     error: str | None = None
+    code: str | None = None
+    """Why a reading was rejected, for machines: :data:`FOREIGN_DEVICE` or ``None``."""
+
+
+FOREIGN_DEVICE = "foreign_device"
+"""Rejection code: the reading names a strongly identified device of another dealer."""
 
 
 @dataclass
@@ -155,6 +162,8 @@ class IngestSummary:
     events: collections.Counter[str] = field(default_factory=collections.Counter)
     problems: list[tuple[int, str]] = field(default_factory=list)
     """(position in the input, why it was rejected)."""
+    problem_codes: dict[int, str] = field(default_factory=dict)
+    """Position → :attr:`IngestResult.code` for rejections that carry one."""
     warnings: list[tuple[int, str]] = field(default_factory=list)
     created_device_ids: set[int] = field(default_factory=set)
     touched_device_ids: set[int] = field(default_factory=set)
@@ -178,6 +187,8 @@ class IngestSummary:
         else:
             self.rejected += 1
             self.problems.append((position, result.error or "rejected"))
+            if result.code is not None:
+                self.problem_codes[position] = result.code
         if result.device_id is not None and result.outcome == "stored":
             self.touched_device_ids.add(result.device_id)
             if result.device_created:
@@ -590,6 +601,8 @@ class _Pending:
     events: list[str] = field(default_factory=list)
     previous_seen: datetime | None = None
     """The device's ``last_seen`` before this reading (for closing alerts)."""
+    refused: str | None = None
+    """Why this reading is not stored (the device belongs to another dealer)."""
 
 
 def compress_payload(reading: Reading) -> bytes:
@@ -966,6 +979,8 @@ class _Chunk:
         self.events: list[tuple[_Pending, str, dict[str, Any], _Dev | None]] = []
         self.audits: list[tuple[str, _Dev, dict[str, Any], _Dev | None]] = []
         self.subtree_ids: set[int] | None = None
+        self.dealer_path: str | None = None
+        self.tenant_paths: dict[int, str] = {}
 
     # -- driver ------------------------------------------------------------------
 
@@ -974,7 +989,7 @@ class _Chunk:
         if items:
             self._prefetch(items)
             pending = [self._one(item) for item in items]
-            self._flush(pending)
+            self._flush([p for p in pending if p.refused is None])
             for p in pending:
                 self.results[p.item.position] = self._result(p)
         return [(pos, self.results[pos]) for pos, _ in self.raw_items]
@@ -1005,6 +1020,9 @@ class _Chunk:
 
     def _result(self, p: _Pending) -> IngestResult:
         weak = p.item.ident.weak or p.item.matched_weak
+        if p.refused is not None:
+            return IngestResult("rejected", device_id=p.device.pk, error=p.refused,
+                                code=FOREIGN_DEVICE)
         if p.duplicate:
             return IngestResult("duplicate", device_id=p.device.pk, identity_weak=weak)
         return IngestResult("stored", device_id=p.device.pk, reading_id=p.reading_id,
@@ -1087,6 +1105,12 @@ class _Chunk:
     def _one(self, item: _Item) -> _Pending:
         device, created, events = self._resolve(item)
         p = _Pending(item, device, created)
+        if not created and not self._may_take(device):
+            p.refused = (f"device {device.manufacturer} {device.serial} is registered with "
+                         "another dealer; not moved (the platform operator can move it, then "
+                         "reprocess this batch)")
+            self._audit("device.claim_refused", device, item, from_tenant_id=device.tenant_id)
+            return p
         key = (id(device), item.taken)
         if key in self.existing_readings or key in self.seen:
             p.duplicate = True
@@ -1221,10 +1245,38 @@ class _Chunk:
                                    .values_list("pk", flat=True))
         return self.subtree_ids
 
+    def _may_take(self, device: _Dev) -> bool:
+        """Whether this tenant's reading may be filed on ``device`` (and move it here).
+
+        Identity is global, so a strongly identified device can turn up in another
+        tenant's reading.  Within one dealer that is a resale or a relocation the
+        dealer arranged, and the device follows the report.  Across dealers it is
+        either a device that changed dealers — which the operator confirms by moving
+        it — or an agent claiming a serial it read off someone else's label: one
+        dealer's agent must never take another dealer's device, its readings and its
+        place in their contracts.  So the reading is refused (its raw batch stays for
+        reprocessing) and the claim is audited.
+        """
+        tid = device.tenant_id
+        if tid == self.tenant_id or device.identity_weak:
+            return True
+        if self.dealer_path is None:
+            ancestors = self.tenant.ancestor_ids
+            dealer = (Tenant.objects.filter(pk__in=ancestors, kind=TenantKind.DEALER)
+                      .values_list("path", flat=True).first())
+            # No dealer above (not a shape the tree allows): only the own subtree.
+            self.dealer_path = dealer or self.tenant.path
+        path = self.tenant_paths.get(tid)
+        if path is None:
+            path = self.tenant_paths[tid] = (
+                Tenant.objects.filter(pk=tid).values_list("path", flat=True).first() or "")
+        return path.startswith(self.dealer_path)
+
     def _move_if_needed(self, p: _Pending) -> None:
-        """A strongly identified device reported by another tenant has been moved
-        (resold, relocated): it follows, its location (a place in the old site) is
-        cleared, and its history stays with the tenant that recorded it.
+        """A strongly identified device reported by another tenant of the same dealer
+        has been moved (resold, relocated): it follows, its location (a place in the
+        old site) is cleared, and its history stays with the tenant that recorded it.
+        (Another dealer's device never gets here: :meth:`_may_take`.)
 
         A device that a person put at one of the reporting tenant's own sites (a
         customer-wide agent reads the devices of all its sites) stays there."""
@@ -1692,8 +1744,9 @@ def do_update_device(device: Device, *, acting_user: Any, tenant: Tenant,
     the new tenant on a move; another tenant's labels on the device are left alone.
     One transaction: the device, a ``moved`` event when the tenant changes, and one
     ``device.updated`` audit row listing every changed field (nothing when nothing
-    changed).  A later reading from an agent of another site moves the device back
-    (the reporting tenant wins, see ingest); an agent of its customer does not.
+    changed).  A later reading from an agent of another site of the same dealer moves
+    the device back (the reporting tenant wins, see ingest); an agent of its customer
+    does not, nor does another dealer's agent (its reading is refused).
     """
     if tenant.kind not in EDITABLE_TENANT_KINDS:
         raise ValidationError(_("A device belongs to a site or a customer."), code="kind")
