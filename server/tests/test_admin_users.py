@@ -98,8 +98,14 @@ def test_search_and_htmx_rows(w):
     assert [row["u"].username for row in r.context["rows"]] == ["a-viewer"]
     r = client.get(url("user_list"), {"q": "z-admin"})
     assert r.context["rows"] == []
-    r = client.get(url("user_list"), {"q": "north"}, HTTP_HX_REQUEST="true")
+    r = client.get(url("user_list"), {"q": "north"}, HTTP_HX_REQUEST="true",
+                   HTTP_HX_TARGET="user-rows")
     assert r.content.decode().lstrip().startswith('<div id="user-rows">')
+    assert "HX-Target" in r.headers["Vary"]
+    # Going back in history (htmx restores the pushed URL) needs the whole page.
+    r = client.get(url("user_list"), {"q": "north"}, HTTP_HX_REQUEST="true",
+                   HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in r.content.decode()
 
 
 def test_detail_shows_only_memberships_in_scope(w):

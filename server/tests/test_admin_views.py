@@ -74,11 +74,17 @@ def test_search_is_flat_with_scoped_paths_and_htmx_gets_the_rows_only(w):
     assert [row["label"] for row in rows] == ["Customer A › A North › Room 1"]
     r = client.get(url("site_list"), {"q": "main"})  # B Main and Z Main exist, not in scope
     assert r.context["page"].object_list == []
-    r = client.get(url("site_list"), {"q": "north"}, HTTP_HX_REQUEST="true")
+    r = client.get(url("site_list"), {"q": "north"}, HTTP_HX_REQUEST="true",
+                   HTTP_HX_TARGET="site-rows")
     html = r.content.decode()
     assert html.lstrip().startswith('<div id="site-rows">')
     assert "<html" not in html
     assert "A North" in html
+    assert "HX-Request" in r.headers["Vary"]
+    # A history restore of the pushed search URL gets the whole page, not the rows.
+    r = client.get(url("site_list"), {"q": "north"}, HTTP_HX_REQUEST="true",
+                   HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in r.content.decode()
 
 
 def test_tree_needs_a_permission_somewhere(w):

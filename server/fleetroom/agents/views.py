@@ -25,25 +25,32 @@ from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Page, Paginator
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from fleetroom_protocol.messages import AgentState, Schedule
 from pydantic import ValidationError as PydanticValidationError
 
-from fleetroom.accounts.models import User
 from fleetroom.core.scoping import has_permission, scope
-from fleetroom.fleet.views import login_required
+from fleetroom.core.views_support import (
+    flash_refusal,
+    login_required,
+    no_store,
+    paginate,
+    posted_data,
+    refusal_messages,
+    render_form_page,
+    render_fragment_or_page,
+    signed_in_user,
+    vary_on_htmx,
+)
 from fleetroom.tenancy.permissions import Permission
 
 from . import display, selectors, services
@@ -70,42 +77,6 @@ RESULTS_TARGET = "agent-results"
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _fragment_requested(request: HttpRequest, target: str) -> bool:
-    """True for an htmx request that swaps ``target`` (not a history restore)."""
-    htmx = getattr(request, "htmx", None)
-    if not htmx:
-        return False
-    return bool(htmx.target == target and not htmx.history_restore_request)
-
-
-def _vary_on_htmx(response: HttpResponse) -> HttpResponse:
-    patch_vary_headers(response, ("HX-Request", "HX-Target", "HX-History-Restore-Request"))
-    return response
-
-
-def _no_store(response: HttpResponse) -> HttpResponse:
-    """Keep a page that shows a secret out of every cache and the history store."""
-    add_never_cache_headers(response)
-    response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
-    return response
-
-
-def _me(request: HttpRequest) -> User:
-    """The logged-in user (every view here is behind ``login_required``)."""
-    user = request.user
-    if not isinstance(user, User):  # pragma: no cover - login_required ran first
-        raise PermissionDenied
-    return user
-
-
-def _posted(request: HttpRequest) -> Any:
-    return request.POST if request.method == "POST" else None
-
-
-def _paginate(request: HttpRequest, items: Any) -> Page[Any]:
-    return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
-
-
 def _require_manage_somewhere(user: Any) -> None:
     """403 for a page about a permission the user holds nowhere (no object involved)."""
     if scope(user, MANAGE).is_empty:
@@ -123,17 +94,6 @@ def _managed_agent(request: HttpRequest, agent_id: UUID) -> Agent:
     if not has_permission(request.user, MANAGE, agent.tenant):
         raise PermissionDenied(_("You do not have permission to manage this agent."))
     return agent
-
-
-def _refusal(exc: ValidationError | PermissionDenied) -> list[str]:
-    if isinstance(exc, ValidationError):
-        return [str(m) for m in exc.messages]
-    return [str(exc) or _("You do not have permission to do this.")]
-
-
-def _flash(request: HttpRequest, exc: ValidationError | PermissionDenied) -> None:
-    for text in _refusal(exc):
-        messages.error(request, text)
 
 
 def _detail(agent: Agent, anchor: str = "") -> str:
@@ -160,15 +120,6 @@ def _subnav(request: HttpRequest, here: str) -> list[dict[str, Any]]:
             for name, label, count in items]
 
 
-def _form_page(request: HttpRequest, form: forms.Form, *, title: str, submit: str,
-               back: str, intro: str = "", danger: bool = False,
-               status: int = 200) -> HttpResponse:
-    """The project's one-form page (it posts back to the URL that rendered it)."""
-    return render(request, "tenancy/form.html", {
-        "form": form, "title": title, "submit": submit, "back": back, "intro": intro,
-        "danger": danger}, status=status)
-
-
 # --- the list --------------------------------------------------------------------------
 
 
@@ -191,7 +142,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
     user = request.user
     form = AgentFilterForm(request.GET)
     q, status, overdue = form.values()
-    page = _paginate(request, _filtered_agents(user, q, status, overdue))
+    page = paginate(request, _filtered_agents(user, q, status, overdue), PAGE_SIZE)
     now = timezone.now()
     params = {k: v for k, v in (("q", q), ("status", status), ("overdue", "on" if overdue
                                                                   else "")) if v}
@@ -210,9 +161,8 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         "can_enroll": not scope(user, MANAGE).is_empty,
         "skew_warn_min": int(display.SKEW_WARN_S // 60),
     }
-    template = ("agents/_agent_results.html" if _fragment_requested(request, RESULTS_TARGET)
-                else "agents/agent_list.html")
-    return _vary_on_htmx(render(request, template, context))
+    return render_fragment_or_page(request, context, page="agents/agent_list.html",
+                                   fragment="agents/_agent_results.html", target=RESULTS_TARGET)
 
 
 # --- one agent -------------------------------------------------------------------------
@@ -278,7 +228,7 @@ def agent_detail(request: HttpRequest, agent_id: UUID) -> HttpResponse:
         "quick_commands": [k for k in ISSUABLE if k != CommandKind.READ_DEVICE],
         "subnav": _subnav(request, ""),
     }
-    return _vary_on_htmx(render(request, "agents/agent_detail.html", context))
+    return vary_on_htmx(render(request, "agents/agent_detail.html", context))
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -287,20 +237,20 @@ def agent_schedule(request: HttpRequest, agent_id: UUID) -> HttpResponse:
     """Change when the agent works (the protocol's limits apply); the agent receives the
     new schedule with its next reply."""
     agent = _managed_agent(request, agent_id)
-    form = ScheduleForm(_posted(request), current=_schedule(agent))
+    form = ScheduleForm(posted_data(request), current=_schedule(agent))
     if request.method == "POST" and form.is_valid():
         try:
-            services.do_set_schedule(agent, form.schedule, acting_user=_me(request),
+            services.do_set_schedule(agent, form.schedule, acting_user=signed_in_user(request),
                                      request=request)
         except (ValidationError, PermissionDenied) as exc:
-            form.add_error(None, _refusal(exc))
+            form.add_error(None, refusal_messages(exc))
         else:
             messages.success(request, _("The schedule was saved. The agent receives it with "
                                         "its next contact."))
             return redirect(_detail(agent, "schedule"))
-    return _form_page(request, form, title=_("Schedule of %(name)s") % {"name": agent},
-                      submit=_("Save schedule"), back=_detail(agent, "schedule"),
-                      status=400 if form.errors else 200)
+    return render_form_page(request, form, title=_("Schedule of %(name)s") % {"name": agent},
+                            submit=_("Save schedule"), back=_detail(agent, "schedule"),
+                            status=400 if form.errors else 200)
 
 
 @require_POST
@@ -312,15 +262,15 @@ def agent_command(request: HttpRequest, agent_id: UUID) -> HttpResponse:
     if form.is_valid():
         try:
             cmd = services.do_issue_command(agent, form.cleaned_data["kind"], form.args(),
-                                            acting_user=_me(request), request=request)
+                                            acting_user=signed_in_user(request), request=request)
         except (ValidationError, PermissionDenied) as exc:
-            form.add_error(None, _refusal(exc))
+            form.add_error(None, refusal_messages(exc))
         else:
             messages.success(request, _("“%(command)s” was queued for the agent.") % {
                 "command": cmd.get_kind_display()})
             return redirect(_detail(agent, "commands"))
-    return _form_page(request, form, title=_("Command for %(name)s") % {"name": agent},
-                      submit=_("Send command"), back=_detail(agent, "commands"), status=400)
+    return render_form_page(request, form, title=_("Command for %(name)s") % {"name": agent},
+                            submit=_("Send command"), back=_detail(agent, "commands"), status=400)
 
 
 @require_POST
@@ -331,9 +281,9 @@ def command_cancel(request: HttpRequest, agent_id: UUID, command_id: UUID) -> Ht
     command: AgentCommand = get_object_or_404(selectors.commands(request.user, agent=agent),
                                               command_id=str(command_id))
     try:
-        services.do_cancel_command(command, acting_user=_me(request), request=request)
+        services.do_cancel_command(command, acting_user=signed_in_user(request), request=request)
     except (ValidationError, PermissionDenied) as exc:
-        _flash(request, exc)
+        flash_refusal(request, exc)
     else:
         messages.success(request, _("The command was cancelled."))
     return redirect(_detail(agent, "commands"))
@@ -344,19 +294,19 @@ def command_cancel(request: HttpRequest, agent_id: UUID, command_id: UUID) -> Ht
 def agent_rename(request: HttpRequest, agent_id: UUID) -> HttpResponse:
     """Give the agent a name people recognise."""
     agent = _managed_agent(request, agent_id)
-    form = RenameForm(_posted(request), initial={"name": agent.name})
+    form = RenameForm(posted_data(request), initial={"name": agent.name})
     if request.method == "POST" and form.is_valid():
         try:
             services.do_rename_agent(agent, form.cleaned_data["name"],
-                                     acting_user=_me(request), request=request)
+                                     acting_user=signed_in_user(request), request=request)
         except (ValidationError, PermissionDenied) as exc:
-            form.add_error("name", _refusal(exc))
+            form.add_error("name", refusal_messages(exc))
         else:
             messages.success(request, _("The agent was renamed."))
             return redirect(_detail(agent))
-    return _form_page(request, form, title=_("Rename %(name)s") % {"name": agent},
-                      submit=_("Rename"), back=_detail(agent),
-                      status=400 if form.errors else 200)
+    return render_form_page(request, form, title=_("Rename %(name)s") % {"name": agent},
+                            submit=_("Rename"), back=_detail(agent),
+                            status=400 if form.errors else 200)
 
 
 def _status_action(request: HttpRequest, agent_id: UUID, *, action: Callable[..., Agent],
@@ -364,17 +314,17 @@ def _status_action(request: HttpRequest, agent_id: UUID, *, action: Callable[...
                    danger: bool = False) -> HttpResponse:
     """Confirmation on GET, the change on POST (one service call)."""
     agent = _managed_agent(request, agent_id)
-    form = ConfirmForm(_posted(request))
+    form = ConfirmForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
-            action(agent, acting_user=_me(request), request=request)
+            action(agent, acting_user=signed_in_user(request), request=request)
         except (ValidationError, PermissionDenied) as exc:
-            _flash(request, exc)
+            flash_refusal(request, exc)
         else:
             messages.success(request, done)
         return redirect(_detail(agent))
-    return _form_page(request, form, title=title % {"name": agent}, intro=intro,
-                      submit=submit, back=_detail(agent), danger=danger)
+    return render_form_page(request, form, title=title % {"name": agent}, intro=intro,
+                            submit=submit, back=_detail(agent), danger=danger)
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -416,17 +366,17 @@ def agent_revoke(request: HttpRequest, agent_id: UUID) -> HttpResponse:
 def agent_reenroll(request: HttpRequest, agent_id: UUID) -> HttpResponse:
     """A one-use token that gives the agent new keys; shown once, in the POST response."""
     agent = _managed_agent(request, agent_id)
-    form = ReenrollForm(_posted(request))
+    form = ReenrollForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             token, clear = services.do_reenroll_agent(
-                agent, acting_user=_me(request),
+                agent, acting_user=signed_in_user(request),
                 source_network=form.cleaned_data["source_network"], request=request)
         except (ValidationError, PermissionDenied) as exc:
-            form.add_error(None, _refusal(exc))
+            form.add_error(None, refusal_messages(exc))
         else:
             return _token_created(request, token, clear, agent=agent)
-    return _form_page(
+    return render_form_page(
         request, form, title=_("Re-enroll %(name)s") % {"name": agent},
         intro=_("You get a one-use token. Running the enroll command with it on the agent's "
                 "machine gives the agent new keys, lifts a suspension and resets its "
@@ -440,7 +390,7 @@ def agent_reenroll(request: HttpRequest, agent_id: UUID) -> HttpResponse:
 
 def _token_created(request: HttpRequest, token: Any, clear: str,
                    agent: Agent | None = None) -> HttpResponse:
-    return _no_store(render(request, "agents/token_created.html", {
+    return no_store(render(request, "agents/token_created.html", {
         "token": token, "clear": clear, "command": display.enroll_command(clear),
         "row": display.token_row(token), "agent": agent}))
 
@@ -453,7 +403,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
     _require_manage_somewhere(user)
     usable_only = request.GET.get("show") == "usable"
     tokens = selectors.enrollment_tokens(user, usable_only=usable_only)
-    page = _paginate(request, tokens.select_related("tenant__parent"))
+    page = paginate(request, tokens.select_related("tenant__parent"), PAGE_SIZE)
     now = timezone.now()
     return render(request, "agents/token_list.html", {
         "page": page, "rows": [display.token_row(t, now) for t in page.object_list],
@@ -465,9 +415,9 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def token_create(request: HttpRequest) -> HttpResponse:
     """A new token; the response to the POST is the only place it is ever shown."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_manage_somewhere(user)
-    form = EnrollmentTokenForm(_posted(request), user=user,
+    form = EnrollmentTokenForm(posted_data(request), user=user,
                                initial={"tenant": request.GET.get("tenant")})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -477,10 +427,10 @@ def token_create(request: HttpRequest) -> HttpResponse:
                 expires_at=data["expires_at"], max_uses=data["max_uses"],
                 source_network=data["source_network"], request=request)
         except (ValidationError, PermissionDenied) as exc:
-            form.add_error(None, _refusal(exc))
+            form.add_error(None, refusal_messages(exc))
         else:
             return _token_created(request, token, clear)
-    return _form_page(
+    return render_form_page(
         request, form, title=_("New enrollment token"),
         intro=_("An installer runs the enroll command with this token on the machine the "
                 "agent runs on. The agent makes its keys there; the token is shown only "
@@ -494,21 +444,21 @@ def token_create(request: HttpRequest) -> HttpResponse:
 def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """Stop a token from enrolling anything (agents already enrolled stay)."""
     token = get_object_or_404(selectors.enrollment_tokens(request.user), pk=pk)
-    form = ConfirmForm(_posted(request))
+    form = ConfirmForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
-            services.do_revoke_enrollment_token(token, acting_user=_me(request),
+            services.do_revoke_enrollment_token(token, acting_user=signed_in_user(request),
                                                 request=request)
         except (ValidationError, PermissionDenied) as exc:
-            _flash(request, exc)
+            flash_refusal(request, exc)
         else:
             messages.success(request, _("The token was revoked."))
         return redirect("agents:token_list")
-    return _form_page(request, form,
-                      title=_("Revoke token %(prefix)s…") % {"prefix": token.prefix},
-                      intro=_("Nobody can enroll an agent with it any more. Agents already "
-                              "enrolled with it stay."),
-                      submit=_("Revoke"), back=reverse("agents:token_list"), danger=True)
+    return render_form_page(request, form,
+                            title=_("Revoke token %(prefix)s…") % {"prefix": token.prefix},
+                            intro=_("Nobody can enroll an agent with it any more. Agents already "
+                                    "enrolled with it stay."),
+                            submit=_("Revoke"), back=reverse("agents:token_list"), danger=True)
 
 
 # --- security events -------------------------------------------------------------------
@@ -521,7 +471,8 @@ def security_events(request: HttpRequest) -> HttpResponse:
     user = request.user
     _require_manage_somewhere(user)
     show_all = request.GET.get("show") == "all"
-    page = _paginate(request, selectors.security_events(user, open_only=not show_all))
+    page = paginate(request, selectors.security_events(user, open_only=not show_all),
+                    PAGE_SIZE)
     return render(request, "agents/security_events.html", {
         "page": page, "show_all": show_all, "page_query": "show=all&" if show_all else "",
         "rows": [{"event": e, "details": display.event_details(e)} for e in page.object_list],
@@ -535,10 +486,10 @@ def security_event_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
     """Mark an event as seen (it stays in the list of all events and in the audit log)."""
     event = get_object_or_404(selectors.security_events(request.user, open_only=False), pk=pk)
     try:
-        services.do_acknowledge_security_event(event, acting_user=_me(request),
+        services.do_acknowledge_security_event(event, acting_user=signed_in_user(request),
                                                request=request)
     except (ValidationError, PermissionDenied) as exc:
-        _flash(request, exc)
+        flash_refusal(request, exc)
     else:
         messages.success(request, _("The event was acknowledged."))
     target = request.POST.get("next", "")

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from fleetroom.accounts.models import User
+from fleetroom.core.views_support import signed_in_user
 
 from . import conf, services
 from .errors import JSON_CONTENT_TYPE, error_response
@@ -38,12 +38,6 @@ def _reauthenticate_to_post(view: _View) -> _View:
     """allauth's ``reauthentication_required`` for POST only (listing needs no fresh login)."""
     wrapped: _View = reauthentication_required(view, allow_get=True)
     return wrapped
-
-
-def _user(request: HttpRequest) -> User:
-    user = request.user
-    assert isinstance(user, User)
-    return user
 
 
 @require_GET
@@ -67,7 +61,7 @@ def not_found(request: HttpRequest) -> HttpResponse:
 @_reauthenticate_to_post
 def token_list(request: HttpRequest) -> HttpResponse:
     """List one's own tokens; create one (the new token is shown on this answer only)."""
-    user = _user(request)
+    user = signed_in_user(request)
     form = TokenCreateForm(request.POST or None)
     created: services.IssuedToken | None = None
     if request.method == "POST" and form.is_valid():
@@ -93,7 +87,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of one's own tokens (anyone else's is a 404)."""
-    user = _user(request)
+    user = signed_in_user(request)
     token = ApiToken.objects.filter(user_id=user.pk, pk=token_id).first()
     if token is None:
         raise Http404(_("Not found."))

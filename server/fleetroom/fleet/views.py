@@ -17,16 +17,13 @@ Rules every view here keeps:
 from __future__ import annotations
 
 import csv
-import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpRequest,
@@ -37,14 +34,19 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseClientRedirect
-from django_htmx.middleware import HtmxDetails
 
 from fleetroom.core.scoping import get_object_or_404_scoped, has_permission, scope
+from fleetroom.core.views_support import (
+    HtmxHttpRequest,
+    fragment_requested,
+    login_required,
+    paginate,
+    render_fragment_or_page,
+    vary_on_htmx,
+)
 from fleetroom.tenancy.models import Tenant, TenantKind
 from fleetroom.tenancy.permissions import Permission
 
@@ -72,43 +74,6 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 RESULTS_TARGET = "device-results"
 CHART_TARGET = "counter-chart"
-
-
-class HtmxHttpRequest(HttpRequest):
-    """An ``HttpRequest`` as django-htmx's middleware leaves it (for type checking)."""
-
-    htmx: HtmxDetails
-
-
-_V = TypeVar("_V", bound=Callable[..., HttpResponseBase])
-
-
-def login_required(view: _V) -> _V:
-    """Django's ``login_required``, but an htmx request is told to load the login page
-    as a whole page (``HX-Redirect``) instead of swapping it into a table."""
-
-    @functools.wraps(view)
-    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.user.is_authenticated:
-            return view(request, *args, **kwargs)
-        if request.htmx:
-            here = request.htmx.current_url_abs_path or request.get_full_path()
-            return HttpResponseClientRedirect(redirect_to_login(here).url)
-        return redirect_to_login(request.get_full_path())
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _fragment_requested(request: HtmxHttpRequest, target: str) -> bool:
-    """True for an htmx request that swaps ``target`` (not a history restore)."""
-    return bool(request.htmx) and request.htmx.target == target and (
-        not request.htmx.history_restore_request)
-
-
-def _vary_on_htmx(response: HttpResponse) -> HttpResponse:
-    """Full page and fragment share a URL: caches must key on the htmx headers."""
-    patch_vary_headers(response, ("HX-Request", "HX-Target", "HX-History-Restore-Request"))
-    return response
 
 
 # --- dashboard ---------------------------------------------------------------------
@@ -191,7 +156,7 @@ def device_list(request: HtmxHttpRequest) -> HttpResponse:
     cutoff = selectors.reporting_cutoff()
     query, tenants = _filtered(request)
     qs = selectors.device_list(user, query, cutoff=cutoff)
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = paginate(request, qs, PAGE_SIZE)
     sort = query.sort or selectors.DEFAULT_SORT
     columns = []
     for key, sort_key, heading in COLUMNS:
@@ -226,9 +191,8 @@ def device_list(request: HtmxHttpRequest) -> HttpResponse:
         "state_options": [(s.value, s.label) for s in selectors.STATES],
         "results_target": RESULTS_TARGET,
     }
-    template = ("fleet/_device_results.html" if _fragment_requested(request, RESULTS_TARGET)
-                else "fleet/device_list.html")
-    return _vary_on_htmx(render(request, template, context))
+    return render_fragment_or_page(request, context, page="fleet/device_list.html",
+                                   fragment="fleet/_device_results.html", target=RESULTS_TARGET)
 
 
 def _tenant_option(t: Tenant) -> str:
@@ -415,8 +379,8 @@ def device_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "counter_options": [(n, labels.counter(n)) for n in names],
         "chart_target": CHART_TARGET, "detail_url": detail_url,
     }
-    if _fragment_requested(request, CHART_TARGET):
-        return _vary_on_htmx(render(request, "fleet/_counter_chart.html", chart_context))
+    if fragment_requested(request, CHART_TARGET):
+        return vary_on_htmx(render(request, "fleet/_counter_chart.html", chart_context))
     context = {
         **chart_context,
         "state_label": state_label(device.state),  # type: ignore[attr-defined]
@@ -431,7 +395,7 @@ def device_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "tags": selectors.device_tags(user, device),
         "can_edit": has_permission(user, Permission.EDIT_DEVICES, device.tenant),
     }
-    return _vary_on_htmx(render(request, "fleet/device_detail.html", context))
+    return vary_on_htmx(render(request, "fleet/device_detail.html", context))
 
 
 # --- device edit ---------------------------------------------------------------------

@@ -27,13 +27,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Page, Paginator
 from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
@@ -47,6 +45,16 @@ from fleetroom.core.scoping import (
     membership_permissions,
     restrict,
     scope,
+)
+from fleetroom.core.views_support import (
+    flash_refusal,
+    no_store,
+    paginate,
+    posted_data,
+    refusal_messages,
+    render_form_page,
+    render_fragment_or_page,
+    signed_in_user,
 )
 from fleetroom.tenancy import services
 from fleetroom.tenancy.forms import (
@@ -118,26 +126,10 @@ NEW_CHILD_TITLE: dict[str, Any] = {
 
 # --- small helpers ----------------------------------------------------------------------------
 
-def _me(request: HttpRequest) -> User:
-    """The logged-in user (every view here is behind ``login_required``)."""
-    user = request.user
-    if not isinstance(user, User):  # pragma: no cover - login_required ran first
-        raise PermissionDenied
-    return user
-
-
 def _require_somewhere(user: User, permission: Permission) -> None:
     """403 for a page about a permission the user holds nowhere (no object involved)."""
     if scope(user, permission).is_empty:
         raise PermissionDenied(_("You do not have permission to do this."))
-
-
-def _errors(exc: ValidationError | PermissionDenied) -> list[str]:
-    """The user-facing messages of a service refusal."""
-    if isinstance(exc, ValidationError):
-        return [str(m) for m in exc.messages]
-    text = str(exc)
-    return [text or _("You do not have permission to do this.")]
 
 
 def _form_error(form: forms.Form, exc: ValidationError | PermissionDenied,
@@ -149,46 +141,12 @@ def _form_error(form: forms.Form, exc: ValidationError | PermissionDenied,
             form.add_error(name if name in form.fields else None,
                            [str(m) for e in errs for m in e.messages])
         return
-    form.add_error(None, _errors(exc))
-
-
-def _flash_error(request: HttpRequest, exc: ValidationError | PermissionDenied) -> None:
-    for text in _errors(exc):
-        messages.error(request, text)
-
-
-def _paginate(request: HttpRequest, items: Any, size: int = PAGE_SIZE) -> Page[Any]:
-    return Paginator(items, size).get_page(request.GET.get("page"))
-
-
-def _no_store(response: HttpResponse) -> HttpResponse:
-    """Keep a page that shows a secret out of every cache and the browser's history store."""
-    add_never_cache_headers(response)
-    response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
-    return response
-
-
-def _posted(request: HttpRequest) -> Any:
-    """The form data of a POST (even an empty one, which is a valid confirmation), else None."""
-    return request.POST if request.method == "POST" else None
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
+    form.add_error(None, refusal_messages(exc))
 
 
 def _covers(user: User, permission: Permission, tenant: Tenant) -> bool:
     """``permission`` held on ``tenant`` (also when the tenant is deactivated)."""
     return any(tenant.path.startswith(p) for p in scope(user, permission).prefixes)
-
-
-def _render_form(request: HttpRequest, form: forms.Form, *, title: str, submit: str,
-                 back: str, intro: str = "", danger: bool = False,
-                 status: int = 200) -> HttpResponse:
-    """The generic one-form page."""
-    return render(request, "tenancy/form.html",
-                  {"form": form, "title": title, "submit": submit, "back": back,
-                   "intro": intro, "danger": danger}, status=status)
 
 
 def _sites_follow_tenant(form: forms.Form, url: str) -> None:
@@ -232,7 +190,7 @@ def _managed_tenant(user: User, pk: int, *, include_inactive: bool = False) -> T
 @require_http_methods(["GET", "HEAD"])
 def site_list(request: HttpRequest) -> HttpResponse:
     """The tenant tree within the user's scope, or a flat search result."""
-    user = _me(request)
+    user = signed_in_user(request)
     if all(scope(user, p).is_empty for p in TREE_PERMISSIONS):
         raise PermissionDenied(_("You do not have permission to do this."))
     nodes = list(_tree_queryset(user).order_by("path"))
@@ -246,17 +204,17 @@ def site_list(request: HttpRequest) -> HttpResponse:
              "indent": 0 if query else min(sum(1 for a in t.ancestor_ids if a in visible),
                                            MAX_INDENT)}
             for t in nodes]
-    page = _paginate(request, rows, TREE_PAGE_SIZE)
-    context = {"page": page, "q": query}
-    template = "tenancy/_site_rows.html" if _is_htmx(request) else "tenancy/site_list.html"
-    return render(request, template, context)
+    page = paginate(request, rows, TREE_PAGE_SIZE)
+    return render_fragment_or_page(
+        request, {"page": page, "q": query}, page="tenancy/site_list.html",
+        fragment="tenancy/_site_rows.html", target="site-rows")
 
 
 @login_required
 @require_http_methods(["GET", "HEAD"])
 def tenant_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One node: where it sits, what is below it, who has access, and what may be done."""
-    user = _me(request)
+    user = signed_in_user(request)
     visible_qs = _tree_queryset(user)
     tenant = visible_qs.filter(pk=pk).first()
     if tenant is None:
@@ -295,7 +253,7 @@ def tenant_create(request: HttpRequest, pk: int) -> HttpResponse:
     Needs manage_tenants (dealers, customers) or manage_sites (sites, locations) on
     the parent; without it the parent is a 404.
     """
-    user = _me(request)
+    user = signed_in_user(request)
     parent: Tenant | None = None
     for parent_kind, kind in CHILD_KIND.items():
         parent = restrict(Tenant.objects.filter(pk=pk, kind=parent_kind), user,
@@ -305,7 +263,7 @@ def tenant_create(request: HttpRequest, pk: int) -> HttpResponse:
     if parent is None:
         raise Http404
     child_kind = CHILD_KIND[parent.kind]
-    form = TenantNameForm(_posted(request))
+    form = TenantNameForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             node = services.do_create_tenant(parent, child_kind, form.cleaned_data["name"],
@@ -315,20 +273,20 @@ def tenant_create(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("“%(name)s” was created.") % {"name": node.name})
             return redirect("tenancy:tenant_detail", pk=node.pk)
-    return _render_form(request, form,
-                        title=str(NEW_CHILD_TITLE[child_kind]) % {"parent": parent.name},
-                        submit=_("Create"),
-                        back=reverse("tenancy:tenant_detail", args=[parent.pk]),
-                        status=400 if form.errors else 200)
+    return render_form_page(request, form,
+                            title=str(NEW_CHILD_TITLE[child_kind]) % {"parent": parent.name},
+                            submit=_("Create"),
+                            back=reverse("tenancy:tenant_detail", args=[parent.pk]),
+                            status=400 if form.errors else 200)
 
 
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def tenant_rename(request: HttpRequest, pk: int) -> HttpResponse:
     """Rename a node the user manages."""
-    user = _me(request)
+    user = signed_in_user(request)
     tenant = _managed_tenant(user, pk)
-    form = TenantNameForm(_posted(request), initial={"name": tenant.name})
+    form = TenantNameForm(posted_data(request), initial={"name": tenant.name})
     if request.method == "POST" and form.is_valid():
         try:
             services.do_rename(tenant, form.cleaned_data["name"], user, request=request)
@@ -337,16 +295,16 @@ def tenant_rename(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("The name was changed."))
             return redirect("tenancy:tenant_detail", pk=tenant.pk)
-    return _render_form(request, form, title=_("Rename %(name)s") % {"name": tenant.name},
-                        submit=_("Save"), back=reverse("tenancy:tenant_detail", args=[pk]),
-                        status=400 if form.errors else 200)
+    return render_form_page(request, form, title=_("Rename %(name)s") % {"name": tenant.name},
+                            submit=_("Save"), back=reverse("tenancy:tenant_detail", args=[pk]),
+                            status=400 if form.errors else 200)
 
 
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def tenant_move(request: HttpRequest, pk: int) -> HttpResponse:
     """Hang a node (and its subtree) under another parent the user manages."""
-    user = _me(request)
+    user = signed_in_user(request)
     tenant = _managed_tenant(user, pk)
     if tenant.parent_id is None:
         raise Http404
@@ -357,7 +315,7 @@ def tenant_move(request: HttpRequest, pk: int) -> HttpResponse:
     parents = (restrict(Tenant.objects.filter(kind__in=parent_kinds), user, perm)
                .exclude(path__startswith=tenant.path).exclude(pk=tenant.parent_id)
                .order_by("path"))
-    form = TenantMoveForm(_posted(request), parents=parents)
+    form = TenantMoveForm(posted_data(request), parents=parents)
     if request.method == "POST" and form.is_valid():
         try:
             services.do_move(tenant, form.cleaned_data["parent"], user, request=request)
@@ -366,46 +324,46 @@ def tenant_move(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("“%(name)s” was moved.") % {"name": tenant.name})
             return redirect("tenancy:tenant_detail", pk=tenant.pk)
-    return _render_form(request, form, title=_("Move %(name)s") % {"name": tenant.name},
-                        intro=_("Everything below it moves along. Access granted on its "
-                                "old parent no longer covers it."),
-                        submit=_("Move"), back=reverse("tenancy:tenant_detail", args=[pk]),
-                        status=400 if form.errors else 200)
+    return render_form_page(request, form, title=_("Move %(name)s") % {"name": tenant.name},
+                            intro=_("Everything below it moves along. Access granted on its "
+                                    "old parent no longer covers it."),
+                            submit=_("Move"), back=reverse("tenancy:tenant_detail", args=[pk]),
+                            status=400 if form.errors else 200)
 
 
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def tenant_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
     """Switch a node and its subtree off (confirmation page on GET)."""
-    user = _me(request)
+    user = signed_in_user(request)
     tenant = _managed_tenant(user, pk)
-    form = DeactivateForm(_posted(request))
+    form = DeactivateForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             services.do_deactivate(tenant, user, reason=form.cleaned_data["reason"],
                                    request=request)
         except (ValidationError, PermissionDenied) as exc:
-            _flash_error(request, exc)
+            flash_refusal(request, exc)
         else:
             messages.success(request, _("“%(name)s” was deactivated.") % {"name": tenant.name})
         return redirect("tenancy:tenant_detail", pk=tenant.pk)
-    return _render_form(request, form, title=_("Deactivate %(name)s") % {"name": tenant.name},
-                        intro=_("It and everything below it disappear for everyone. Nothing "
-                                "is deleted; it can be reactivated."),
-                        submit=_("Deactivate"), danger=True,
-                        back=reverse("tenancy:tenant_detail", args=[pk]))
+    return render_form_page(request, form, title=_("Deactivate %(name)s") % {"name": tenant.name},
+                            intro=_("It and everything below it disappear for everyone. Nothing "
+                                    "is deleted; it can be reactivated."),
+                            submit=_("Deactivate"), danger=True,
+                            back=reverse("tenancy:tenant_detail", args=[pk]))
 
 
 @login_required
 @require_POST
 def tenant_reactivate(request: HttpRequest, pk: int) -> HttpResponse:
     """Switch a deactivated node back on (the service checks the parent)."""
-    user = _me(request)
+    user = signed_in_user(request)
     tenant = _managed_tenant(user, pk, include_inactive=True)
     try:
         services.do_reactivate(tenant, user, request=request)
     except (ValidationError, PermissionDenied) as exc:
-        _flash_error(request, exc)
+        flash_refusal(request, exc)
     else:
         messages.success(request, _("“%(name)s” was reactivated.") % {"name": tenant.name})
     return redirect("tenancy:tenant_detail", pk=tenant.pk)
@@ -454,7 +412,7 @@ def _membership_rows(memberships: Iterable[Membership]) -> list[dict[str, Any]]:
 @require_http_methods(["GET", "HEAD"])
 def user_list(request: HttpRequest) -> HttpResponse:
     """People with memberships the user manages, with only those memberships shown."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_somewhere(user, P.MANAGE_USERS)
     scoped = _scoped_memberships(user)
     people = User.objects.filter(pk__in=scoped.values("user_id")).order_by("username")
@@ -466,7 +424,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
     people = people.prefetch_related(Prefetch(
         "memberships", to_attr="scoped_memberships",
         queryset=scoped.select_related("tenant", "custom_role").order_by("tenant__path")))
-    page = _paginate(request, people)
+    page = paginate(request, people, PAGE_SIZE)
     members: list[User] = list(page.object_list)
     locked = _login_locks(u.username for u in members)
     mfa = _mfa_users(u.pk for u in members)
@@ -474,9 +432,9 @@ def user_list(request: HttpRequest) -> HttpResponse:
              "memberships": [{"m": m, "role": membership_role_label(m)}
                              for m in getattr(u, "scoped_memberships", [])]}
             for u in members]
-    context = {"page": page, "rows": rows, "q": query}
-    template = "tenancy/_user_rows.html" if _is_htmx(request) else "tenancy/user_list.html"
-    return render(request, template, context)
+    return render_fragment_or_page(
+        request, {"page": page, "rows": rows, "q": query}, page="tenancy/user_list.html",
+        fragment="tenancy/_user_rows.html", target="user-rows")
 
 
 def _base_url() -> str:
@@ -492,9 +450,9 @@ def _link_context(link_path: str) -> dict[str, Any]:
 @require_http_methods(["GET", "HEAD", "POST"])
 def user_create(request: HttpRequest) -> HttpResponse:
     """A new account with its first membership; shows the set-password link once."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_somewhere(user, P.MANAGE_USERS)
-    form = UserCreateForm(_posted(request), user=user,
+    form = UserCreateForm(posted_data(request), user=user,
                           initial={"tenant": request.GET.get("tenant")})
     _sites_follow_tenant(form, reverse("tenancy:user_create"))
     if request.method == "POST" and form.is_valid():
@@ -515,7 +473,7 @@ def user_create(request: HttpRequest) -> HttpResponse:
                 link = ""
             context = {"target": created, **(_link_context(link) if link else {}),
                        "created": True}
-            return _no_store(render(request, "tenancy/password_link.html", context))
+            return no_store(render(request, "tenancy/password_link.html", context))
     return render(request, "tenancy/user_create.html", {"form": form},
                   status=400 if form.errors else 200)
 
@@ -524,7 +482,7 @@ def user_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One person: the memberships the user manages, account state, and actions."""
-    user = _me(request)
+    user = signed_in_user(request)
     target = _scoped_user(user, pk)
     memberships = (_scoped_memberships(user).filter(user=target)
                    .select_related("tenant", "custom_role__tenant", "via_access_code")
@@ -553,9 +511,9 @@ def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def membership_grant(request: HttpRequest, pk: int) -> HttpResponse:
     """Give a person in scope another membership (never more than the admin holds)."""
-    user = _me(request)
+    user = signed_in_user(request)
     target = _scoped_user(user, pk)
-    form = MembershipGrantForm(_posted(request), user=user,
+    form = MembershipGrantForm(posted_data(request), user=user,
                                initial={"tenant": request.GET.get("tenant")})
     _sites_follow_tenant(form, reverse("tenancy:membership_grant", args=[target.pk]))
     if request.method == "POST" and form.is_valid():
@@ -570,21 +528,21 @@ def membership_grant(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("Access was granted."))
             return redirect("tenancy:user_detail", pk=target.pk)
-    return _render_form(request, form,
-                        title=_("Grant access to %(name)s") % {"name": target.get_username()},
-                        submit=_("Grant"), back=reverse("tenancy:user_detail", args=[pk]),
-                        status=400 if form.errors else 200)
+    return render_form_page(request, form,
+                            title=_("Grant access to %(name)s") % {"name": target.get_username()},
+                            submit=_("Grant"), back=reverse("tenancy:user_detail", args=[pk]),
+                            status=400 if form.errors else 200)
 
 
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def membership_change(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a membership's role, sites or end (the service refuses escalation)."""
-    user = _me(request)
+    user = signed_in_user(request)
     membership = get_object_or_404_scoped(
         Membership.objects.select_related("tenant", "user", "custom_role"), user,
         P.MANAGE_USERS, pk=pk)
-    form = MembershipChangeForm(_posted(request), user=user, membership=membership)
+    form = MembershipChangeForm(posted_data(request), user=user, membership=membership)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -597,7 +555,7 @@ def membership_change(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("The access was changed."))
             return redirect("tenancy:user_detail", pk=membership.user_id)
-    return _render_form(
+    return render_form_page(
         request, form,
         title=_("Access of %(name)s to %(tenant)s") % {"name": membership.user.get_username(),
                                                         "tenant": membership.tenant.name},
@@ -610,23 +568,23 @@ def membership_change(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def membership_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """End a membership (confirmation page on GET)."""
-    user = _me(request)
+    user = signed_in_user(request)
     membership = get_object_or_404_scoped(
         Membership.objects.select_related("tenant", "user"), user, P.MANAGE_USERS, pk=pk)
     back = reverse("tenancy:user_detail", args=[membership.user_id])
-    form = forms.Form(_posted(request))
+    form = forms.Form(posted_data(request))
     if request.method == "POST":
         try:
             services.do_revoke_membership(membership, acting_user=user, request=request)
         except (ValidationError, PermissionDenied) as exc:
-            _flash_error(request, exc)
+            flash_refusal(request, exc)
             return redirect(back)
         messages.success(request, _("The access was ended."))
         if Membership.objects.for_user(user, P.MANAGE_USERS).filter(
                 user_id=membership.user_id).exists():
             return redirect(back)
         return redirect("tenancy:user_list")
-    return _render_form(
+    return render_form_page(
         request, form,
         title=_("End the access of %(name)s to %(tenant)s") % {
             "name": membership.user.get_username(), "tenant": membership.tenant.name},
@@ -635,12 +593,12 @@ def membership_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _account_action(request: HttpRequest, pk: int,
                     action: Callable[[User, User], None], success: str) -> HttpResponse:
-    user = _me(request)
+    user = signed_in_user(request)
     target = _scoped_user(user, pk)
     try:
         action(target, user)
     except (ValidationError, PermissionDenied) as exc:
-        _flash_error(request, exc)
+        flash_refusal(request, exc)
     else:
         messages.success(request, success)
     return redirect("tenancy:user_detail", pk=target.pk)
@@ -660,9 +618,9 @@ def user_unlock(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def user_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
     """Deactivate an account: no sign-in, sessions and tokens end (confirmation on GET)."""
-    user = _me(request)
+    user = signed_in_user(request)
     target = _scoped_user(user, pk)
-    form = DeactivateForm(_posted(request))
+    form = DeactivateForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         if target.pk == user.pk:
             messages.error(request, _("You cannot deactivate your own account."))
@@ -673,7 +631,7 @@ def user_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
             account_services.do_deactivate_user(t, reason=reason, acting_user=actor,
                                                 request=request)
         return _account_action(request, pk, deactivate, _("The account was deactivated."))
-    return _render_form(
+    return render_form_page(
         request, form, title=_("Deactivate %(name)s") % {"name": target.get_username()},
         intro=_("The person can no longer sign in; their sessions and API tokens end. "
                 "Their access is kept and returns on reactivation."),
@@ -694,15 +652,15 @@ def user_reactivate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def user_password_link(request: HttpRequest, pk: int) -> HttpResponse:
     """Issue a new one-time set-password link and show it once."""
-    user = _me(request)
+    user = signed_in_user(request)
     target = _scoped_user(user, pk)
     try:
         link = services.do_issue_password_link(target, acting_user=user, request=request)
     except (ValidationError, PermissionDenied) as exc:
-        _flash_error(request, exc)
+        flash_refusal(request, exc)
         return redirect("tenancy:user_detail", pk=target.pk)
-    return _no_store(render(request, "tenancy/password_link.html",
-                            {"target": target, "created": False, **_link_context(link)}))
+    return no_store(render(request, "tenancy/password_link.html",
+                           {"target": target, "created": False, **_link_context(link)}))
 
 
 # --- custom roles -----------------------------------------------------------------------------
@@ -711,7 +669,7 @@ def user_password_link(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def role_list(request: HttpRequest) -> HttpResponse:
     """Custom roles on tenants where the user manages users."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_somewhere(user, P.MANAGE_USERS)
     roles = (Role.objects.for_user(user, P.MANAGE_USERS).select_related("tenant")
              .order_by("tenant__path", "name"))
@@ -723,9 +681,9 @@ def role_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def role_create(request: HttpRequest) -> HttpResponse:
     """A new custom role, with only permissions the user holds."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_somewhere(user, P.MANAGE_USERS)
-    form = RoleForm(_posted(request), user=user)
+    form = RoleForm(posted_data(request), user=user)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -736,18 +694,18 @@ def role_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("The role was created."))
             return redirect("tenancy:role_list")
-    return _render_form(request, form, title=_("New role"), submit=_("Create"),
-                        back=reverse("tenancy:role_list"), status=400 if form.errors else 200)
+    return render_form_page(request, form, title=_("New role"), submit=_("Create"),
+                            back=reverse("tenancy:role_list"), status=400 if form.errors else 200)
 
 
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def role_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Rename a custom role or change its permissions (affects everyone holding it)."""
-    user = _me(request)
+    user = signed_in_user(request)
     role = get_object_or_404_scoped(Role.objects.select_related("tenant"), user,
                                     P.MANAGE_USERS, pk=pk)
-    form = RoleForm(_posted(request), user=user, role=role)
+    form = RoleForm(posted_data(request), user=user, role=role)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -758,10 +716,10 @@ def role_edit(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("The role was changed."))
             return redirect("tenancy:role_list")
-    return _render_form(request, form, title=_("Role %(name)s") % {"name": role.name},
-                        intro=_("Changes apply at once to everyone who has this role."),
-                        submit=_("Save"), back=reverse("tenancy:role_list"),
-                        status=400 if form.errors else 200)
+    return render_form_page(request, form, title=_("Role %(name)s") % {"name": role.name},
+                            intro=_("Changes apply at once to everyone who has this role."),
+                            submit=_("Save"), back=reverse("tenancy:role_list"),
+                            status=400 if form.errors else 200)
 
 
 # --- access codes -----------------------------------------------------------------------------
@@ -781,12 +739,12 @@ def _code_status(code: AccessCode) -> tuple[str, str]:
 @require_http_methods(["GET", "HEAD"])
 def access_code_list(request: HttpRequest) -> HttpResponse:
     """Codes on tenants where the user manages access codes (never the code itself)."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_somewhere(user, P.MANAGE_ACCESS_CODES)
     codes = (AccessCode.objects.for_user(user, P.MANAGE_ACCESS_CODES)
              .select_related("tenant", "created_by").prefetch_related("sites")
              .order_by("-created_at", "-pk"))
-    page = _paginate(request, codes)
+    page = paginate(request, codes, PAGE_SIZE)
     rows = []
     for c in page.object_list:
         css, label = _code_status(c)
@@ -801,9 +759,9 @@ def access_code_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def access_code_create(request: HttpRequest) -> HttpResponse:
     """A new code; the response to the POST is the only place the code is ever shown."""
-    user = _me(request)
+    user = signed_in_user(request)
     _require_somewhere(user, P.MANAGE_ACCESS_CODES)
-    form = AccessCodeForm(_posted(request), user=user,
+    form = AccessCodeForm(posted_data(request), user=user,
                           initial={"tenant": request.GET.get("tenant")})
     _sites_follow_tenant(form, reverse("tenancy:access_code_create"))
     if request.method == "POST" and form.is_valid():
@@ -816,7 +774,7 @@ def access_code_create(request: HttpRequest) -> HttpResponse:
         except (ValidationError, PermissionDenied) as exc:
             _form_error(form, exc)
         else:
-            return _no_store(render(request, "tenancy/access_code_created.html", {
+            return no_store(render(request, "tenancy/access_code_created.html", {
                 "code": code, "text": text, "permissions": permission_labels(code.permissions),
                 "sites": list(code.sites.all())}))
     return render(request, "tenancy/access_code_create.html", {"form": form},
@@ -827,32 +785,32 @@ def access_code_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def access_code_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """Stop a code working; optionally end the access it granted (confirmation on GET)."""
-    user = _me(request)
+    user = signed_in_user(request)
     code = get_object_or_404_scoped(AccessCode.objects.select_related("tenant"), user,
                                     P.MANAGE_ACCESS_CODES, pk=pk)
-    form = RevokeCodeForm(_posted(request))
+    form = RevokeCodeForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             services.do_revoke_access_code(
                 code, acting_user=user, request=request,
                 revoke_memberships=form.cleaned_data["revoke_memberships"])
         except (ValidationError, PermissionDenied) as exc:
-            _flash_error(request, exc)
+            flash_refusal(request, exc)
         else:
             messages.success(request, _("The code was revoked."))
         return redirect("tenancy:access_code_list")
     label = code.label or code.lookup_id
-    return _render_form(request, form, title=_("Revoke code %(label)s") % {"label": label},
-                        intro=_("Nobody can redeem it any more."), submit=_("Revoke"),
-                        danger=True, back=reverse("tenancy:access_code_list"))
+    return render_form_page(request, form, title=_("Revoke code %(label)s") % {"label": label},
+                            intro=_("Nobody can redeem it any more."), submit=_("Revoke"),
+                            danger=True, back=reverse("tenancy:access_code_list"))
 
 
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def access_code_redeem(request: HttpRequest) -> HttpResponse:
     """Any signed-in person turns a code into access.  One message for every bad code."""
-    user = _me(request)
-    form = RedeemForm(_posted(request))
+    user = signed_in_user(request)
+    form = RedeemForm(posted_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             membership = services.do_redeem_access_code(user, form.cleaned_data["code"],
@@ -873,7 +831,7 @@ def access_code_redeem(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def profile(request: HttpRequest) -> HttpResponse:
     """The user's own account: memberships and what they allow, language, security links."""
-    user = _me(request)
+    user = signed_in_user(request)
     memberships = list(live_memberships(user)
                        .select_related("custom_role__tenant", "via_access_code")
                        .prefetch_related("sites"))

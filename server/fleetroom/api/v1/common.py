@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from fleetroom.accounts.models import User
+from fleetroom.core.views_support import signed_in_user
 from fleetroom.fleet.models import AlertRecord, CounterValue, SupplyLevel
 from fleetroom.tenancy.models import Tenant
 
@@ -18,10 +19,9 @@ names an object outside the caller's access (exactly as if it did not exist)."""
 
 
 def acting_user(request: HttpRequest) -> User:
-    """The token's user (set by :class:`~fleetroom.api.auth.BearerToken`)."""
-    user = request.user
-    assert isinstance(user, User)
-    return user
+    """The token's user (set by :class:`~fleetroom.api.auth.BearerToken`); anything
+    else is refused (403), never served as nobody — also under ``python -O``."""
+    return signed_in_user(request)
 
 
 def tenant_ref(t: Tenant) -> TenantRef:
