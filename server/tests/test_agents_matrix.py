@@ -29,7 +29,13 @@ from django.test import Client
 from django.urls import reverse
 from fleetroom.accounts.testing import assert_no_inline_code
 from fleetroom.agents import urls as agents_urls
-from fleetroom.agents.models import AgentCommand, EnrollmentToken, SecurityEvent
+from fleetroom.agents.models import (
+    AgentCommand,
+    EnrollmentToken,
+    ItemState,
+    ReceivedItem,
+    SecurityEvent,
+)
 from fleetroom.agents.services import (
     do_create_enrollment_token,
     do_issue_command,
@@ -49,6 +55,7 @@ from server.tests.test_agents_ui_support import (
     UiWorld,
     build_world,
     client_for,
+    send_items,
 )
 
 pytestmark = pytest.mark.django_db
@@ -67,7 +74,8 @@ class Route:
 
     methods: frozenset[str]
     target: str | None
-    """``agent``, ``command``, ``token``, ``event`` (in the path) or ``None``."""
+    """``agent``, ``command``, ``problem``, ``token``, ``event`` (in the path) or
+    ``None``."""
     needs: str
     """``view`` (view_fleet on the object), ``manage`` (view_fleet, else 404, and
     manage_agents, else 403), ``manage_object`` (manage_agents on the object, else 404)
@@ -85,6 +93,7 @@ ROUTES: dict[str, Route] = {
     "agent_schedule": Route(BOTH, "agent", "manage", post_ok=400, post_writes=False),
     "agent_command": Route(POST, "agent", "manage", post_ok=400, post_writes=False),
     "command_cancel": Route(POST, "command", "manage", post_writes=True),
+    "problem_retry": Route(POST, "problem", "manage", post_writes=False),
     "agent_rename": Route(BOTH, "agent", "manage", post_ok=400, post_writes=False),
     "agent_suspend": Route(BOTH, "agent", "manage", post_writes=True),
     "agent_unsuspend": Route(BOTH, "agent", "manage", post_writes=False),  # already active
@@ -116,17 +125,19 @@ def expected(route: Route, actor: str, relation: str | None) -> str | int:
 
 @dataclass
 class Objects:
-    """Per relation: a command, a token and a security event to address."""
+    """Per relation: a command, an item problem, a token and a security event."""
 
     command: dict[str, AgentCommand]
     token: dict[str, EnrollmentToken]
     event: dict[str, SecurityEvent]
+    problem: dict[str, ReceivedItem]
 
 
 def build_objects(w: UiWorld) -> Objects:
-    """An open command for each agent; a token per tenant; a reuse alert per tenant
-    (a revoked token tried at the real enroll endpoint)."""
-    o = Objects({}, {}, {})
+    """An open command and an item problem (an invalid reading) for each agent; a token
+    per tenant; a reuse alert per tenant (a revoked token tried at the real enroll
+    endpoint)."""
+    o = Objects({}, {}, {}, {})
     client = Client()
     for i, relation in enumerate(RELATIONS):
         tenant = w.t[AGENT_TENANT[relation]]
@@ -139,6 +150,9 @@ def build_objects(w: UiWorld) -> Objects:
         refused = post_enroll(client, enroll_request(clear)[0], ip=f"203.0.113.{20 + i}")
         assert refused.status_code == 403
         o.event[relation] = SecurityEvent.objects.get(token=spent)
+        send_items(w.fake[relation], "readings", [{"schema": "not-a-reading"}])
+        o.problem[relation] = ReceivedItem.objects.get(agent=w.agent(relation),
+                                                       state=ItemState.PROBLEM)
     return o
 
 
@@ -152,6 +166,8 @@ def address(name: str, route: Route, relation: str | None, w: UiWorld, o: Object
     if route.target == "command":
         return reverse(f"agents:{name}", args=[agent.public_id,
                                                o.command[relation].command_id])
+    if route.target == "problem":
+        return reverse(f"agents:{name}", args=[agent.public_id, o.problem[relation].pk])
     obj = o.token[relation] if route.target == "token" else o.event[relation]
     return reverse(f"agents:{name}", args=[obj.pk])
 

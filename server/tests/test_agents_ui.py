@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.cache import cache
@@ -29,6 +29,8 @@ from fleetroom.agents.models import (
     AgentStatus,
     CommandStatus,
     EnrollmentToken,
+    ItemState,
+    ReceivedItem,
     SecurityEvent,
     SecurityEventKind,
 )
@@ -171,6 +173,51 @@ def test_agent_page_shows_state_schedule_gaps_and_problems(w):
     # The list counts the gap records too.
     rows = rows_by_host(client_for(w.user("viewer")).get(reverse("agents:agent_list")))
     assert rows["berlin-pc"][7] == "2"
+
+
+def test_a_refused_foreign_device_is_filed_again_after_the_operator_moved_it(w):
+    """Dealer A's agent (Acme) reads a printer that Dealer B's Paris already has: the
+    item is a problem, not a move.  The operator moves the printer to Acme; the
+    technician files the batch again from the agent page and the reading is stored."""
+    from fleetroom.fleet.models import Device
+    from fleetroom.fleet.models import Reading as ReadingRow
+    from fleetroom.fleet.services import do_update_device
+
+    from server.tests.test_agents_support import agent_json
+    from server.tests.test_fleet_support import SERIAL, recording
+    from tests.support.recordings import text
+
+    send_items(w.fake["foreign"], "readings", [agent_json("alerts")])
+    serial = text(recording("alerts"), SERIAL)
+    device = Device.objects.get(serial=serial)
+    assert device.tenant == w.t["paris"]
+    later = json.loads(agent_json("alerts"))  # the same printer, read an hour later
+    later["taken_at"] = (datetime.fromisoformat(later["taken_at"]) + timedelta(hours=1)
+                         ).isoformat()
+    send_items(w.fake["own"], "readings", [later])
+    tech = client_for(w.user("tech"))
+    html = tech.get(detail_url(w, "own")).content.decode()
+    (problem,) = table_rows(html, "problems")
+    assert "another dealer" in problem[2]
+    assert serial in problem[2]
+    (item,) = ReceivedItem.objects.filter(agent=w.agent("own"), state=ItemState.PROBLEM)
+    retry = reverse("agents:problem_retry", args=[w.agent("own").public_id, item.pk])
+    assert retry in html  # the technician manages this agent: the button is there
+    assert retry not in client_for(w.user("viewer")).get(detail_url(w, "own")).content.decode()
+    # Filing it again before the move changes nothing: still a problem, printer in Paris.
+    response = tech.post(retry, follow=True)
+    page = response.content.decode()
+    assert "Filed again: 0 readings stored. 1 item still has a problem." in page
+    device.refresh_from_db()
+    assert device.tenant == w.t["paris"]
+    do_update_device(device, acting_user=SYSTEM, tenant=w.t["acme"], location=None, tags=[],
+                     asset_number="", cost_centre="")
+    response = tech.post(retry, follow=True)
+    assert "Filed again: 1 reading stored." in response.content.decode()
+    item.refresh_from_db()
+    assert (item.state, item.error) == (ItemState.DONE, "")
+    stored = ReadingRow.objects.get(agent_id=w.agent("own").pk)
+    assert (stored.device_id, stored.tenant_id) == (device.pk, w.t["acme"].pk)
 
 
 def test_commands_issued_on_the_page_reach_the_agent_and_show_their_result(w):

@@ -7,8 +7,8 @@ Route, permission (through the scope; every route in ``test_agents_matrix.py``):
 * ``agent_detail``      ``/agents/<id>/``                     view_fleet
 * ``agent_schedule``    ``/agents/<id>/schedule/``            view_fleet (else 404) and
   manage_agents (else 403); likewise every other ``/agents/<id>/…`` change:
-  ``agent_command``, ``command_cancel``, ``agent_rename``, ``agent_suspend``,
-  ``agent_unsuspend``, ``agent_revoke``, ``agent_reenroll``
+  ``agent_command``, ``command_cancel``, ``problem_retry``, ``agent_rename``,
+  ``agent_suspend``, ``agent_unsuspend``, ``agent_revoke``, ``agent_reenroll``
 * ``token_list``, ``token_create``, ``security_events``      manage_agents somewhere
   (else 403)
 * ``token_revoke``, ``security_event_acknowledge``            manage_agents on the
@@ -36,6 +36,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("<uuid:agent_id>/commands/", views.agent_command, name="agent_command"),
     path("<uuid:agent_id>/commands/<uuid:command_id>/cancel/", views.command_cancel,
          name="command_cancel"),
+    path("<uuid:agent_id>/problems/<int:item_id>/retry/", views.problem_retry,
+         name="problem_retry"),
     path("<uuid:agent_id>/rename/", views.agent_rename, name="agent_rename"),
     path("<uuid:agent_id>/suspend/", views.agent_suspend, name="agent_suspend"),
     path("<uuid:agent_id>/unsuspend/", views.agent_unsuspend, name="agent_unsuspend"),

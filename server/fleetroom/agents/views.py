@@ -34,6 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from fleetroom_protocol.messages import AgentState, Schedule
 from pydantic import ValidationError as PydanticValidationError
@@ -53,7 +54,7 @@ from fleetroom.core.views_support import (
 )
 from fleetroom.tenancy.permissions import Permission
 
-from . import display, selectors, services
+from . import display, processing, selectors, services
 from .forms import (
     ISSUABLE,
     AgentFilterForm,
@@ -287,6 +288,46 @@ def command_cancel(request: HttpRequest, agent_id: UUID, command_id: UUID) -> Ht
     else:
         messages.success(request, _("The command was cancelled."))
     return redirect(_detail(agent, "commands"))
+
+
+@require_POST
+@login_required
+def problem_retry(request: HttpRequest, agent_id: UUID, item_id: int) -> HttpResponse:
+    """File the problem items of an item's batch again from the stored envelope —
+    after the cause is gone (a deactivated tenant reactivated, a device of another
+    dealer moved here by the operator).  Runs now, so the answer says what happened."""
+    agent = _managed_agent(request, agent_id)
+    item = get_object_or_404(selectors.item_problems(request.user, agent=agent), pk=item_id)
+    batch = item.batch
+    if batch is None:
+        messages.error(request, _("The received batch of this item has been deleted after "
+                                  "its retention period; it cannot be filed again."))
+        return redirect(_detail(agent, "problems"))
+    try:
+        report = processing.do_reprocess_batch(batch, acting_user=signed_in_user(request),
+                                               request=request)
+    except (ValidationError, PermissionDenied) as exc:
+        flash_refusal(request, exc)
+        return redirect(_detail(agent, "problems"))
+    if report is None:
+        messages.info(request, _("The batch is being filed by the worker right now."))
+        return redirect(_detail(agent, "problems"))
+    stored = ngettext("Filed again: %(count)d reading stored.",
+                      "Filed again: %(count)d readings stored.",
+                      report.readings_stored) % {"count": report.readings_stored}
+    if report.readings_duplicate:
+        stored += " " + ngettext("%(count)d reading was stored before.",
+                                 "%(count)d readings were stored before.",
+                                 report.readings_duplicate) % {
+                                     "count": report.readings_duplicate}
+    if report.problems:
+        left = ngettext("%(count)d item still has a problem.",
+                        "%(count)d items still have problems.",
+                        len(report.problems)) % {"count": len(report.problems)}
+        messages.warning(request, f"{stored} {left}")
+    else:
+        messages.success(request, stored)
+    return redirect(_detail(agent, "problems"))
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
