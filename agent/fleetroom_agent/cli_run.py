@@ -85,6 +85,8 @@ def _human(doc: dict[str, Any]) -> None:
               + (f" (pid {doc['pid']})" if doc["pid"] else ""))
     out.print(f"queue: {doc['queue_items']} item(s), {doc['queue_bytes']} bytes; "
               f"oldest unsent: {doc['oldest_unsent_at'] or '-'}")
+    if doc.get("outbox_error"):
+        out.print(f"outbox: {doc['outbox_error']}", markup=False, highlight=False)
     out.print(f"last acknowledgement: {doc['last_ack_at'] or '-'}")
     out.print(f"last error: {doc['last_error'] or '-'}", markup=False)
     sched = doc.get("schedule") or {}
@@ -106,7 +108,9 @@ def status(
 ) -> None:
     """Queue depth, oldest unsent item, last acknowledgement, last error (also while
     the agent runs in another process)."""
-    from .runtime.state import read_status
+    # Read-only: never opens an Outbox, so it cannot migrate, quarantine or lock the
+    # running agent's store, nor create its reserve file.
+    from .runtime.status_read import read_status
 
     cfg = _config_or_exit(config, required=False)
     directory = _data_dir_or_exit(data_dir, cfg)

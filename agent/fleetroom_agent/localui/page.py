@@ -58,6 +58,7 @@ def render_page(s: dict[str, Any]) -> bytes:
         ("Transport in use", s.get("transport")), ("Devices", s.get("devices")),
         ("Weak SNMP crypto", s.get("weak_crypto_devices")),
         ("State written", s.get("state_written_at")),
+        *([("Outbox problem", s["outbox_error"])] if s.get("outbox_error") else []),
     ])
     streams = "".join(
         f"<tr><td>{escape(name)}</td><td>{escape(_v(st.get('items')))}</td>"

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from ..runtime.config import LOCALHOST
+from ..runtime.config import LOCALHOST, check_status_page_bind
 from .page import render_message, render_page
 from .password import PasswordError, PasswordHash, Throttle, load_password
 
@@ -57,15 +57,27 @@ REASONS: Final = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not 
 StatusFn = Callable[[], dict[str, Any]]
 
 
+def read_only_status(data_dir: Path) -> StatusFn:
+    """The default facts: :func:`..runtime.status_read.read_status` of ``data_dir``.
+
+    Read-only on purpose — every request reads the outbox, and a request must
+    never be able to migrate, quarantine or lock the running agent's store.
+    """
+    from ..runtime.status_read import read_status
+
+    return lambda: read_status(data_dir)
+
+
 class StatusPage:
     """The page server; ``start`` binds, ``serve_forever`` runs until cancelled."""
 
-    def __init__(self, data_dir: Path, status: StatusFn, *, host: str = LOCALHOST,
-                 port: int = 8765, monotonic: Callable[[], float] = time.monotonic) -> None:
-        if host != LOCALHOST:
-            raise ValueError(f"the status page binds to {LOCALHOST} only, not {host!r}")
+    def __init__(self, data_dir: Path, status: StatusFn | None = None, *,
+                 host: str = LOCALHOST, port: int = 8765,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``status`` returns the facts to show (default: :func:`read_only_status`)."""
+        check_status_page_bind(host)
         self.data_dir = data_dir
-        self.status = status
+        self.status = status if status is not None else read_only_status(data_dir)
         self.host = host
         self.port = port
         self.monotonic = monotonic

@@ -170,6 +170,39 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def query_stats(
+    conn: sqlite3.Connection,
+    agent_id: str,
+    *,
+    budget_bytes: int | None = None,
+    quarantined_to: Path | None = None,
+) -> OutboxStats:
+    """The figures of :meth:`Outbox.stats`, read on any connection to the store.
+
+    One function for the writer and for the read-only status reader
+    (:mod:`.reader`), so both always count the same rows the same way.
+    """
+    rows = conn.execute(
+        "SELECT s.stream, s.item_count, s.bytes, s.last_seq, "
+        "(SELECT min(created_at) FROM items i WHERE i.agent_id = s.agent_id "
+        "AND i.stream = s.stream) FROM streams s WHERE s.agent_id = ? ORDER BY s.stream",
+        (agent_id,),
+    ).fetchall()
+    streams = {
+        name: StreamStats(count=int(n), bytes=int(b), last_seq=int(last), oldest_created_at=o)
+        for name, n, b, last, o in rows
+    }
+    oldest = [s.oldest_created_at for s in streams.values() if s.oldest_created_at is not None]
+    return OutboxStats(
+        streams=streams,
+        total_items=sum(s.count for s in streams.values()),
+        total_bytes=sum(s.bytes for s in streams.values()),
+        oldest_unsent_at=min(oldest) if oldest else None,
+        budget_bytes=budget_bytes,
+        quarantined_to=quarantined_to,
+    )
+
+
 class CorruptStoreError(sqlite3.DatabaseError):
     """Raised internally when ``quick_check`` or the header says the file is damaged."""
 
@@ -759,25 +792,8 @@ class Outbox:
     def stats(self) -> OutboxStats:
         """Queue depth and bytes per stream, and the oldest unsent item's time."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT s.stream, s.item_count, s.bytes, s.last_seq, "
-                "(SELECT min(created_at) FROM items i WHERE i.agent_id = s.agent_id "
-                "AND i.stream = s.stream) FROM streams s WHERE s.agent_id = ? ORDER BY s.stream",
-                (self.agent_id,),
-            ).fetchall()
-        streams = {
-            name: StreamStats(count=int(n), bytes=int(b), last_seq=int(last), oldest_created_at=o)
-            for name, n, b, last, o in rows
-        }
-        oldest = [s.oldest_created_at for s in streams.values() if s.oldest_created_at is not None]
-        return OutboxStats(
-            streams=streams,
-            total_items=sum(s.count for s in streams.values()),
-            total_bytes=sum(s.bytes for s in streams.values()),
-            oldest_unsent_at=min(oldest) if oldest else None,
-            budget_bytes=self.budget_bytes,
-            quarantined_to=self.quarantined_to,
-        )
+            return query_stats(self._conn, self.agent_id, budget_bytes=self.budget_bytes,
+                               quarantined_to=self.quarantined_to)
 
     # ------------------------------------------------------------------ closing
 

@@ -46,7 +46,7 @@ from .config import AgentConfig
 from .devices import DeviceRegistry
 from .diagnostics import diagnostics_bundle
 from .scheduler import Clock, Scheduler, ScheduleStore, SystemClock
-from .state import RuntimeState, outbox_summary, read_status, write_state
+from .state import RuntimeState, outbox_summary, write_state
 
 if TYPE_CHECKING:
     import random
@@ -397,7 +397,7 @@ class Runtime:
         return dict(st) if isinstance(st, dict) else {}
 
     def snapshot(self) -> dict[str, Any]:
-        """What ``state.json`` holds (see :func:`.state.read_status`)."""
+        """What ``state.json`` holds (see :func:`.status_read.read_status`)."""
         sender = self.sender_status()
         err = sender.get("last_error")
         if err and err != self._seen_sender_error:
@@ -465,8 +465,8 @@ class Runtime:
         from ..localui.server import StatusPage
 
         sp = self.config.file.status_page
-        self.page = StatusPage(self.data_dir, lambda: read_status(self.data_dir),
-                               host=sp.bind, port=sp.port)
+        # The default facts: the read-only status (never a second Outbox per request).
+        self.page = StatusPage(self.data_dir, host=sp.bind, port=sp.port)
         try:
             await self.page.start()
         except OSError as exc:

@@ -192,10 +192,21 @@ class StatusPageConfig(_Strict):
     @field_validator("bind")
     @classmethod
     def _loopback_only(cls, value: str) -> str:
-        if value != LOCALHOST:
-            raise ValueError(f"the status page binds to {LOCALHOST} only; the agent never "
-                             "listens on the network (use an SSH tunnel to see it remotely)")
-        return value
+        return check_status_page_bind(value)
+
+
+def check_status_page_bind(host: str) -> str:
+    """``host`` if it is exactly :data:`LOCALHOST`, else :class:`ValueError`.
+
+    The one check for the config and for :class:`..localui.server.StatusPage`.
+    Deliberately not "any loopback address" (``transports.https.is_loopback``):
+    ``localhost`` may resolve elsewhere, and the page's ``Host`` header check
+    against DNS rebinding accepts only ``127.0.0.1`` and ``localhost``.
+    """
+    if host != LOCALHOST:
+        raise ValueError(f"the status page binds to {LOCALHOST} only, not {host!r}; the agent "
+                         "never listens on the network (use an SSH tunnel to see it remotely)")
+    return host
 
 
 class LocalSchedule(_Strict):

@@ -4,19 +4,22 @@
 ``run`` is busy in another process, without talking to it (there is no control
 socket: the agent listens on nothing but its loopback status page).  So:
 
-* queue depth and the oldest unsent item come straight from the outbox, which is
-  built for concurrent processes (WAL, ``BEGIN IMMEDIATE``, busy timeout);
+* queue depth and the oldest unsent item come straight from the outbox file,
+  read-only (:func:`..outbox.read_outbox_status`: never an ``Outbox``, whose
+  constructor may migrate, quarantine or create files);
 * everything else — last acknowledgement, last errors, schedule, transports,
   devices, jobs — the runtime writes to ``state.json`` every few seconds
   (atomically, see :mod:`.jsonfile`);
 * whether ``run`` is active at all comes from its lock (:mod:`.lock`), not from a
   pid that may have been reused.
+
+The reading side (the document ``status --json`` and the status page show) is
+:func:`.status_read.read_status`.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,9 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from ..outbox import DEFAULT_FILENAME, Outbox, OutboxStats
-from .jsonfile import read_json, write_json
-from .lock import holder_pid
+from ..outbox import OutboxStats
+from .jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -142,68 +144,3 @@ def outbox_summary(stats: OutboxStats) -> dict[str, Any]:
                            "oldest_unsent_at": iso(s.oldest_created_at)}
                     for name, s in stats.streams.items()},
     }
-
-
-def _agent_id(data_dir: Path, state: dict[str, Any]) -> str | None:
-    found = state.get("agent_id")
-    if isinstance(found, str) and found:
-        return found
-    try:
-        from ..identity import AgentIdentity  # type: ignore[import-not-found, unused-ignore]
-
-        ident = AgentIdentity.load(data_dir)
-    except Exception:
-        return None
-    agent_id = getattr(ident, "agent_id", None)
-    return str(agent_id) if agent_id else None
-
-
-def read_status(data_dir: Path) -> dict[str, Any]:
-    """Everything ``status --json`` and the status page show, read from ``data_dir``.
-
-    Works whether or not ``run`` is active; never creates files (a typo in the
-    path must not produce an empty agent that looks fine).
-    """
-    state_raw = read_json(data_dir / STATE_FILE)
-    state: dict[str, Any] = state_raw if isinstance(state_raw, dict) else {}
-    pid = holder_pid(data_dir) if data_dir.is_dir() else None
-    agent_id = _agent_id(data_dir, state)
-    out: dict[str, Any] = {
-        "schema": STATUS_SCHEMA,
-        "data_dir": str(data_dir),
-        "running": pid is not None,
-        "pid": pid,
-        "agent_id": agent_id,
-        "enrolled": agent_id is not None,
-        "state_written_at": state.get("written_at"),
-        "started_at": state.get("started_at") if pid is not None else None,
-        "version": state.get("version"),
-        "last_ack_at": state.get("last_ack_at"),
-        "last_error": state.get("last_error"),
-        "errors": state.get("errors", []),
-        "schedule": state.get("schedule"),
-        "transports": state.get("transports", []),
-        "transport": state.get("transport"),
-        "devices": state.get("devices", 0),
-        "weak_crypto_devices": state.get("weak_crypto_devices", []),
-        "jobs": state.get("jobs", {}),
-        "counts": state.get("counts", {}),
-        "profiles": state.get("profiles", {}),
-        "outbox": None,
-    }
-    outbox_path = data_dir / DEFAULT_FILENAME
-    if agent_id is not None and outbox_path.exists():
-        try:
-            with contextlib.closing(Outbox(outbox_path, agent_id)) as box:
-                summary = outbox_summary(box.stats())
-        except Exception as exc:
-            out["outbox_error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            out["outbox"] = summary
-            out["queue_items"] = summary["queue_items"]
-            out["queue_bytes"] = summary["queue_bytes"]
-            out["oldest_unsent_at"] = summary["oldest_unsent_at"]
-    out.setdefault("queue_items", None)
-    out.setdefault("queue_bytes", None)
-    out.setdefault("oldest_unsent_at", None)
-    return out
