@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
 LOCK_FILE: Final = "run.lock"
+PROBE_GRACE_S: Final = 0.5
+"""How long ``acquire`` keeps trying: :func:`holder_pid` (``status``) takes the same
+lock for a few microseconds to probe it, and a ``run`` starting in that instant
+must not mistake the probe for a running agent."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -50,7 +55,10 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock or raise :class:`AlreadyRunning` naming the holder's pid."""
         fh = self.path.open("a+b")
-        if not _try_lock(fh):
+        deadline = time.monotonic() + PROBE_GRACE_S
+        while not (locked := _try_lock(fh)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not locked:
             fh.seek(0)
             holder = fh.read(32).decode(errors="replace").strip() or "?"
             fh.close()
