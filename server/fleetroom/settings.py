@@ -112,9 +112,13 @@ def _database(cfg: _config.Config) -> dict[str, Any]:
             # BEGIN so two writers queue on busy_timeout instead of failing mid-way.
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
+            # synchronous=FULL: a commit is on disk before it returns.  With WAL and
+            # NORMAL a power cut may lose the last commits — batches the agent was
+            # already told were stored, and has deleted.  Measured on a drain
+            # (bench.agent_transport): no difference in throughput beyond noise.
             "init_command": (
                 "PRAGMA journal_mode=WAL;"
-                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA synchronous=FULL;"
                 "PRAGMA foreign_keys=ON;"
                 "PRAGMA busy_timeout=20000;"
             ),

@@ -157,7 +157,9 @@ def _body(sealed: Any) -> bytes:
 
 
 def clear_limits() -> None:
-    """Rate-limit counters live in the shared cache; each test starts clean."""
+    """The source-failure and enrollment limits live in the shared cache; each test
+    starts clean.  (Agent and tenant request counters are database rows, rolled
+    back with each test's transaction.)"""
     cache.clear()
 
 

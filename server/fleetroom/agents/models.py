@@ -456,3 +456,31 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} @ {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class RateCounter(models.Model):
+    """Requests counted in one fixed rate window, per agent or per tenant.
+
+    Not a cache entry (the other limits use Django's cache) because every accepted
+    request counts here, and on SQLite a cache write is a write transaction of its
+    own, queued for the single write lock behind normalisation.  These rows are
+    counted inside the transaction that stores the request (see
+    :mod:`fleetroom.agents.ratelimit`).  One row per subject; a new window
+    overwrites the old one, so the table holds one row per agent and tenant.
+    Internal: never shown, so not scoped to a tenant.
+    """
+
+    scope = models.CharField(max_length=16)
+    """``agent`` or ``tenant``."""
+    subject = models.CharField(max_length=128)
+    """The agent's public id or the tenant's primary key."""
+    window_no = models.BigIntegerField()
+    """The fixed window's number: start time ÷ period."""
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "subject"],
+                                               name="agents_ratecounter_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.subject} {self.hits} in window {self.window_no}"

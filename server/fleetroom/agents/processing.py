@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
@@ -57,7 +57,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from fleetroom.core.scoping import require_permission
-from fleetroom.fleet.services import FOREIGN_DEVICE, IngestError, ingest_readings
+from fleetroom.fleet.services import (
+    DEFAULT_BATCH,
+    FOREIGN_DEVICE,
+    IngestError,
+    ingest_readings,
+)
 from fleetroom.tenancy.permissions import Permission
 
 from .conf import config
@@ -79,6 +84,15 @@ GROUP_ITEMS: Final = 2000
 """Items one normalisation run files at most (several batches of one agent)."""
 GROUP_BATCHES: Final = 40
 """Batches one run takes at most (many small ones: a trickle of alerts)."""
+SQLITE_INGEST_BATCH: Final = 100
+"""Readings per fleet-ingest transaction on SQLite (elsewhere the ingest's default).
+
+Each transaction holds SQLite's one write lock, and every upload waits for it: at
+500 readings a transaction held it ~150–280 ms during a drain, at 100 ~35–45 ms.
+Normalisation itself costs the same either way (measured in-process: 24,000
+readings, 11.1 s CPU at 500, 11.0 s at 100 — per-transaction costs up, the
+duplicate check, which grows with the square of the chunk, down)."""
+
 MAX_ERROR: Final = 480
 MAX_RESULT_BYTES: Final = 1 << 20
 RESULT_STATUS: Final = {"done": CommandStatus.DONE, "failed": CommandStatus.FAILED,
@@ -113,6 +127,12 @@ class ProcessReport:
     """ReceivedItem id → reason."""
     batches: int = 1
     """Batches filed in this run (the agent's waiting ones go together)."""
+
+
+def _ingest_batch() -> int:
+    """:data:`SQLITE_INGEST_BATCH` on SQLite; the fleet ingest's default elsewhere,
+    where writers do not queue for one lock."""
+    return SQLITE_INGEST_BATCH if connection.vendor == "sqlite" else DEFAULT_BATCH
 
 
 def _short(text: str) -> str:
@@ -292,7 +312,7 @@ def _file_items(agent: Agent, work: list[tuple[ReceivedBatch, list[Entry]]],
     if readings:
         try:
             summary = ingest_readings([r for _, r in readings], tenant=agent.tenant,
-                                      agent_id=agent.pk)
+                                      agent_id=agent.pk, batch_size=_ingest_batch())
         except IngestError as exc:
             for pk, _r in readings:
                 report.problems[pk] = _short(str(exc))

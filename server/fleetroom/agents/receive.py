@@ -22,11 +22,15 @@ and the mail intake only move bytes; every decision is made here, in this order:
    changes nothing.
 5. **Rate limits** per agent and per tenant (429) and **backlog protection**
    (503 while normalisation is too far behind); both with Retry-After, so the
-   agent keeps its data and comes back later.
+   agent keeps its data and comes back later.  The limits are only *checked*
+   here; the request is *counted* in the transaction of step 7
+   (:mod:`~fleetroom.agents.ratelimit`), or in a small one of its own when it is
+   answered without being stored.
 6. **The body**, inflated with a hard cap (a gzip bomb stops there: 413).
 7. **One transaction**: the replay window and the agent's state (last seen,
    reported state, clock skew), the raw batch, the item keys (conflicts ignored —
-   a repeat is harmless), commands taken for delivery.
+   a repeat is harmless), commands taken for delivery, and last the request
+   counted against the limits (over one: all rolled back, 429).
 8. **After commit**, the reply: acknowledgement ranges for every item of the
    batch (new and repeated, since both are committed), item problems, pending
    commands, the schedule when the agent's copy is behind, when to poll next.
@@ -359,15 +363,14 @@ def _authenticated(agent: Agent, sealed: Sealed, data: bytes, transport: str,
     if not agent.tenant.active_in_tree:
         return signed_outcome(agent, header, 403, "tenant-inactive",
                        message=gettext("The customer or site of this agent is deactivated."))
-    for scope, subject, rate in (("agent", agent.public_id, cfg.agent_rate),
-                                 ("tenant", str(agent.tenant_id), cfg.tenant_rate)):
-        wait = ratelimit.hit(scope, subject, rate)
+    for scope, subject, rate in _limits(agent):
+        wait = ratelimit.blocked(scope, subject, rate)
         if wait is not None:
-            return signed_outcome(agent, header, 429, f"{scope}-limited", retry_after=wait,
-                           message=gettext("Too many requests; try again later."))
+            return _limited(agent, header, scope, wait)
     if header.kind == "batch" and not duplicate and _backlogged():
-        return signed_outcome(agent, header, 503, "backlog", retry_after=BACKLOG_RETRY_S,
-                       message=gettext("The server is catching up; try again later."))
+        return _count_alone(agent, header) or signed_outcome(
+            agent, header, 503, "backlog", retry_after=BACKLOG_RETRY_S,
+            message=gettext("The server is catching up; try again later."))
     body: BatchBody | PollBody
     try:
         if header.kind == "batch":
@@ -376,12 +379,68 @@ def _authenticated(agent: Agent, sealed: Sealed, data: bytes, transport: str,
             body = body_model(sealed, PollBody, max_bytes=cfg.max_body_bytes)
     except EnvelopeError as exc:
         status = 413 if exc.code == "too-large" else 400
-        return signed_outcome(agent, header, status, exc.code, message=str(exc))
+        return _count_alone(agent, header) or signed_outcome(
+            agent, header, status, exc.code, message=str(exc))
     items = body.items if isinstance(body, BatchBody) else []
     if duplicate:
-        return signed_outcome(agent, header, 200, "duplicate",
-                       reply=Reply(acked=ack_ranges(items), problems=_problems(items)))
-    return _commit(agent, sealed, data, body, items, digest, transport, source)
+        return _count_alone(agent, header) or signed_outcome(
+            agent, header, 200, "duplicate",
+            reply=Reply(acked=ack_ranges(items), problems=_problems(items)))
+    try:
+        return _commit(agent, sealed, data, body, items, digest, transport, source)
+    except _OverLimit as over:  # counted in the storing transaction, which rolled back
+        return _limited(agent, header, over.scope, over.wait)
+
+
+# --- request limits --------------------------------------------------------------------
+
+
+def _limits(agent: Agent) -> tuple[tuple[str, str, str], ...]:
+    """(scope, subject, rate) of the limits every agent request counts against."""
+    cfg = config()
+    return (("agent", agent.public_id, cfg.agent_rate),
+            ("tenant", str(agent.tenant_id), cfg.tenant_rate))
+
+
+def _limited(agent: Agent, header: Header, scope: str, wait: float) -> Outcome:
+    return signed_outcome(agent, header, 429, f"{scope}-limited", retry_after=wait,
+                          message=gettext("Too many requests; try again later."))
+
+
+class _OverLimit(Exception):
+    """Raised inside the storing transaction to roll it back: the request went over a
+    limit while it was being stored (another one was counted first)."""
+
+    def __init__(self, scope: str, wait: float) -> None:
+        super().__init__(scope)
+        self.scope = scope
+        self.wait = wait
+
+
+def _count(agent: Agent) -> None:
+    """Count this request against every limit, in the caller's transaction
+    (:class:`_OverLimit` when one is exceeded; the later ones are not counted then).
+
+    Called as the transaction's last statements: on SQLite the write lock is held
+    already (a counter write of its own would queue for it again, behind
+    normalisation); on PostgreSQL the tenant's counter row, shared by all its
+    agents, stays locked only until the commit that follows.
+    """
+    for scope, subject, rate in _limits(agent):
+        wait = ratelimit.count(scope, subject, rate)
+        if wait is not None:
+            raise _OverLimit(scope, wait)
+
+
+def _count_alone(agent: Agent, header: Header) -> Outcome | None:
+    """Count a request that is answered without being stored (one small transaction);
+    the 429 to send instead when that went over a limit, else ``None``."""
+    try:
+        with transaction.atomic():
+            _count(agent)
+    except _OverLimit as over:
+        return _limited(agent, header, over.scope, over.wait)
+    return None
 
 
 def _commit(agent: Agent, sealed: Sealed, data: bytes, body: BatchBody | PollBody,
@@ -430,6 +489,7 @@ def _commit(agent: Agent, sealed: Sealed, data: bytes, body: BatchBody | PollBod
                 if batch_id is not None:
                     transaction.on_commit(lambda: _enqueue(batch_id))
             commands = take_commands(a, now)
+        _count(agent)  # last: rolls everything back when over a limit
     if race is not None:
         return violation_outcome(agent, header, race, transport, source)
     if duplicate:
