@@ -134,7 +134,11 @@ def _huey(cfg: _config.Config) -> dict[str, Any]:
     common: dict[str, Any] = {
         "name": "fleetroom",
         "immediate": cfg.worker.immediate,
-        "consumer": {"workers": cfg.worker.workers, "worker_type": "thread"},
+        # Polling: Huey backs off to 10 s while idle, so the first upload after a
+        # quiet spell (a critical alert!) waited up to 10 s before normalisation.
+        # At most 1 s instead; an idle poll is one indexed read of the queue.
+        "consumer": {"workers": cfg.worker.workers, "worker_type": "thread",
+                     "initial_delay": 0.05, "max_delay": 1.0},
     }
     if cfg.worker.backend == "redis":
         return {**common, "huey_class": "huey.RedisHuey", "url": cfg.worker.redis_url}

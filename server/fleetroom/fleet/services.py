@@ -752,6 +752,29 @@ def _select_in(model: type[models.Model], fields: Sequence[str], key: str,
         return list(cur.fetchall())
 
 
+def _select_pairs(model: type[models.Model], fields: tuple[str, str],
+                  pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, ...]]:
+    """``SELECT a, b WHERE (a, b) IN (VALUES pairs)``, as raw rows (values database-ready).
+
+    One index probe per pair.  ``a IN (...) AND b IN (...)`` probes every
+    combination: with each device at its own time, 500 readings were 250,000
+    probes (53 ms a chunk)."""
+    meta = model._meta
+    conn = _db(model)
+    qn = conn.ops.quote_name
+    params = [v for pair in pairs for v in pair]
+    if not params:
+        return []
+    a, b = (qn(meta.get_field(f).column) for f in fields)  # type: ignore[union-attr]
+    values = ", ".join(["(%s, %s)"] * (len(params) // 2))
+    # Identifiers come from the model's meta, quoted; every value is a parameter.
+    sql = (f"SELECT {a}, {b} FROM {qn(meta.db_table)} "  # noqa: S608
+           f"WHERE ({a}, {b}) IN (VALUES {values})")
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
 def _utc(value: datetime | str) -> datetime:
     """A timestamp as read back raw: SQLite gives naive UTC (text or parsed), PostgreSQL
     an aware value."""
@@ -1063,11 +1086,10 @@ class _Chunk:
         if not devices:
             return
         ids = list(devices)
-        times = {it.taken: it.taken_db for it in items}
         self.existing_readings = {
             (id(devices[dev_id]), _utc(taken)) for dev_id, taken in
-            _select_in(ReadingRow, ("device", "taken_at"), "device", ids,
-                       also=("taken_at", list(times.values())))}
+            _select_pairs(ReadingRow, ("device", "taken_at"),
+                          self._possible_readings(items, unresolved))}
         prev = self.prev_counters
         last_ids = []
         known = self.known
@@ -1086,6 +1108,24 @@ class _Chunk:
                 prev.setdefault(id(devices[dev_id]), {})[name] = (value, unit, width)
         for rec in AlertRecord.objects.filter(device_id__in=ids, closed_at__isnull=True):
             self.open_alerts.setdefault(id(devices[rec.device_id]), {})[rec.key] = rec
+
+    def _possible_readings(self, items: list[_Item], unresolved: list[_Item],
+                           ) -> set[tuple[Any, Any]]:
+        """(device id, time) of every stored reading the chunk could repeat: each item
+        with the device of its key; an item without one with every device it may still
+        be matched to (this tenant's devices at its MAC or address, few)."""
+        pairs = set()
+        by_key = self.by_key
+        for it in items:
+            d = by_key.get(it.ident.key)
+            if d is not None and d.pk is not None:
+                pairs.add((d.pk, it.taken_db))
+        for it in unresolved:  # as _candidate looks them up
+            ident = it.ident
+            near = [*self.by_mac.get(ident.mac or "", ()),
+                    *self.by_ip.get((ident.address or "").lower(), ())]
+            pairs.update((d.pk, it.taken_db) for d in near if d.pk is not None)
+        return pairs
 
     def _prefetch_models(self, items: list[_Item]) -> None:
         pairs = {k for it in items if (k := it.model_key) is not None}
