@@ -108,6 +108,18 @@ def test_search_and_htmx_rows(w):
     assert "<html" in r.content.decode()
 
 
+def test_user_list_pages_keep_the_search(w):
+    """The shared pagination links carry the search (``q``)."""
+    for i in range(51):  # the user list shows 50 a page
+        grant(User.objects.create_user(username=f"bulk-{i:02d}", email=f"bulk{i}@example.com"),
+              w.ca, "customer_viewer")
+    client = client_for(w.a_admin)
+    html = client.get(url("user_list"), {"q": "bulk"}).content.decode()
+    assert 'href="?q=bulk&amp;page=2" rel="next"' in html
+    second = client.get(url("user_list"), {"q": "bulk", "page": "2"}).content.decode()
+    assert 'href="?q=bulk&amp;page=1" rel="prev"' in second
+
+
 def test_detail_shows_only_memberships_in_scope(w):
     grant(w.a_viewer, w.cb, "customer_admin")
     r = client_for(w.a_admin).get(url("user_detail", w.a_viewer.pk))

@@ -229,7 +229,8 @@ def test_another_dealers_agent_claiming_a_device_is_refused_and_flagged(client, 
     (event,) = SecurityEvent.objects.filter(kind=SecurityEventKind.DEVICE_CLAIMED)
     assert (event.tenant, event.agent) == (tree["c2"], claimer.row)
     assert event.detail["count"] == 2
-    assert event.detail["devices"] == [f"{device.manufacturer} {serial}"]
+    sent = json.loads(agent_json("alerts"))["identity"]  # what the agent reported
+    assert event.detail["devices"] == [f"{sent['manufacturer']} {serial}"]
     assert not SecurityEvent.objects.filter(agent=owner.row).exists()
 
 

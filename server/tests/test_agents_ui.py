@@ -403,6 +403,22 @@ def test_token_is_shown_once_stored_hashed_and_enrolls_an_agent(w):
     assert row[4] == "1 / 3"
 
 
+def test_token_list_pages_keep_the_filter(w):
+    """The shared pagination links carry the list's filter (``show=usable``)."""
+    from fleetroom.agents.services import do_create_enrollment_token
+    from fleetroom.agents.views import PAGE_SIZE
+
+    for i in range(PAGE_SIZE + 1):
+        do_create_enrollment_token(w.t["berlin"], acting_user=SYSTEM, label=f"bulk {i}")
+    tech = client_for(w.user("tech"))
+    url = reverse("agents:token_list")
+    html = tech.get(url, {"show": "usable"}).content.decode()
+    assert 'href="?show=usable&amp;page=2" rel="next"' in html
+    second = tech.get(url, {"show": "usable", "page": "2"}).content.decode()
+    assert 'href="?show=usable&amp;page=1" rel="prev"' in second
+    assert "Page 2 of 2" in second
+
+
 def test_token_form_offers_only_where_agents_are_managed(w):
     tech = client_for(w.user("tech"))
     html = tech.get(reverse("agents:token_create")).content.decode()

@@ -430,8 +430,9 @@ def _check_tenant(tenant: Tenant, acting_user: Any) -> None:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while one chunk is built and written.
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while one chunk is built and written (also used
+    around a whole normalisation run, :mod:`fleetroom.agents.processing`).
 
     A 500-reading chunk allocates a few hundred thousand short-lived containers
     (row lists, model instances, pending records) that refcounting frees.  The
@@ -470,7 +471,7 @@ def _ingest_chunk(items: Sequence[tuple[int, Reading]], tenant: Tenant, agent_id
     _check_tenant(tenant, acting_user)
     for attempt in (1, 2):
         try:
-            with _gc_paused(), transaction.atomic():
+            with gc_paused(), transaction.atomic():
                 chunk = _Chunk(tenant, agent_id, acting_user, items, payloads, written)
                 results = chunk.run()
                 if before_commit is not None:
